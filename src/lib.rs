@@ -1,0 +1,1 @@
+pub use token_cleanup_core::*;

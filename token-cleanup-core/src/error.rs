@@ -1,0 +1,174 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::report::CleanupReport;
+
+/// A boxed error from a storage driver or a notifier transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in token-cleanup.
+///
+/// Validation variants are returned before any row is touched. Store variants keep the
+/// driver error as their [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The batch size is outside `1..=50_000`.
+    #[error("batch size {batch_size} is out of range (1..={max})", max = crate::MAX_BATCH_SIZE)]
+    InvalidBatchSize {
+        /// The rejected value.
+        batch_size: u32,
+    },
+
+    /// The request named no token type.
+    #[error("at least one token type is required")]
+    NoTokenTypes,
+
+    /// The request named a token type the host did not register.
+    #[error("unknown token type `{token_type}`")]
+    UnknownTokenType {
+        /// The rejected type.
+        token_type: String,
+    },
+
+    /// A grace period would move the cutoff after "now".
+    #[error("grace period for `{token_type}` is negative; the cutoff would be in the future")]
+    NegativeGrace {
+        /// The type whose policy is wrong.
+        token_type: String,
+    },
+
+    /// A table, schema or column name is not a plain SQL identifier.
+    #[error("invalid {kind} name `{value}`: {reason}")]
+    InvalidIdentifier {
+        /// What the identifier names: `table`, `schema`, `column`.
+        kind: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// Any other argument outside its allowed range (days, limits, report type ...).
+    #[error("invalid {name}: {message}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A run over some of the same token types is already in progress.
+    #[error("a cleanup of {token_types:?} is already running (run {run_id})")]
+    AlreadyRunning {
+        /// The run in progress.
+        run_id: Uuid,
+        /// The overlapping types.
+        token_types: Vec<String>,
+    },
+
+    /// The store failed.
+    #[error("{store} store failed to {operation}")]
+    Store {
+        /// Which store (`sqlite`, `postgres`, `memory` ...).
+        store: &'static str,
+        /// What it was doing.
+        operation: &'static str,
+        /// The driver error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A batch kept failing after every retry; the run stopped and was recorded as failed.
+    ///
+    /// Batches committed before the failure stay committed: `partial` says how far it got.
+    #[error("cleanup run {} failed after {attempts} attempt(s) on `{token_type}`", partial.run_id)]
+    RunFailed {
+        /// Progress reached before the failure (also stored in the run record).
+        partial: Box<CleanupReport>,
+        /// The type being cleaned when the failure happened.
+        token_type: String,
+        /// How many times the failing batch was tried.
+        attempts: u32,
+        /// The last store error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A notifier could not deliver.
+    #[error("notifier `{notifier}` failed")]
+    Notify {
+        /// Which notifier.
+        notifier: String,
+        /// The transport error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A statement took longer than its configured timeout.
+    #[error("{store} store timed out after {timeout:?} while trying to {operation}")]
+    Timeout {
+        /// Which store.
+        store: &'static str,
+        /// What it was doing.
+        operation: &'static str,
+        /// The limit that was hit.
+        timeout: Duration,
+    },
+}
+
+impl Error {
+    /// Wraps a driver error as [`Error::Store`].
+    pub fn store(
+        store: &'static str,
+        operation: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Store {
+            store,
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// `true` for errors caused by the caller's input (nothing was touched).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidBatchSize { .. }
+                | Error::NoTokenTypes
+                | Error::UnknownTokenType { .. }
+                | Error::NegativeGrace { .. }
+                | Error::InvalidIdentifier { .. }
+                | Error::InvalidArgument { .. }
+        )
+    }
+
+    /// `true` for errors worth retrying (store failures and timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Store { .. } | Error::Timeout { .. })
+    }
+
+    /// A stable machine-readable code, used by the admin API's error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidBatchSize { .. } => "invalid_batch_size",
+            Error::NoTokenTypes => "no_token_types",
+            Error::UnknownTokenType { .. } => "unknown_token_type",
+            Error::NegativeGrace { .. } => "negative_grace",
+            Error::InvalidIdentifier { .. } => "invalid_identifier",
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::AlreadyRunning { .. } => "already_running",
+            Error::Store { .. } => "store_error",
+            Error::RunFailed { .. } => "run_failed",
+            Error::Notify { .. } => "notify_failed",
+            Error::Timeout { .. } => "timeout",
+        }
+    }
+}

@@ -1,0 +1,761 @@
+//! The engine: [`TokenCleanupService`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::health::HealthConfig;
+use crate::notify::{Notification, Notifier, Thresholds};
+use crate::policy::{GracePolicy, RetryPolicy};
+use crate::report::{CleanupReport, StopReason};
+use crate::request::{CleanupRequest, MAX_BATCH_SIZE, TokenTypes};
+use crate::run::{RunQuery, RunRecord, RunStatus};
+use crate::store::{BatchFilter, Criterion, RunStore, TokenStore};
+use crate::{AUDIT_TARGET, metrics as m};
+
+/// A running run is considered abandoned (its instance died) when its record was not
+/// updated for this long; it then no longer blocks overlapping runs.
+const STALE_RUN_AFTER: TimeDelta = TimeDelta::minutes(10);
+
+/// Cleans expired tokens in bounded batches and records every run.
+///
+/// Cheap to clone; clones share the store, the configuration and the shutdown signal.
+///
+/// ```
+/// use std::sync::Arc;
+/// use chrono::{TimeDelta, Utc};
+/// use token_cleanup_core::{CleanupRequest, MemoryStore, Token, TokenCleanupService};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), token_cleanup_core::Error> {
+/// let store = Arc::new(MemoryStore::new());
+/// store.insert([
+///     Token::new(1, "password_reset", Utc::now() - TimeDelta::hours(2)),
+///     Token::new(2, "password_reset", Utc::now() + TimeDelta::hours(2)),
+/// ]);
+/// let service = TokenCleanupService::builder(store.clone()).build()?;
+/// let report = service
+///     .cleanup_expired_tokens(CleanupRequest::new(["password_reset"]))
+///     .await?;
+/// assert_eq!(report.total_cleaned, 1);
+/// assert_eq!(store.tokens().len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenCleanupService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn TokenStore>,
+    runs: Arc<dyn RunStore>,
+    notifier: Option<Arc<dyn Notifier>>,
+    thresholds: Thresholds,
+    grace: GracePolicy,
+    retry: RetryPolicy,
+    registered_types: Option<Vec<String>>,
+    progress_interval: Duration,
+    health: HealthConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    active: Mutex<HashMap<Uuid, ActiveRun>>,
+}
+
+#[derive(Debug)]
+struct ActiveRun {
+    token_types: Vec<String>,
+    cancel: CancellationToken,
+}
+
+/// Configures a [`TokenCleanupService`].
+#[derive(Debug)]
+pub struct TokenCleanupServiceBuilder {
+    store: Arc<dyn TokenStore>,
+    runs: Option<Arc<dyn RunStore>>,
+    notifier: Option<Arc<dyn Notifier>>,
+    thresholds: Thresholds,
+    grace: GracePolicy,
+    retry: RetryPolicy,
+    registered_types: Option<Vec<String>>,
+    progress_interval: Duration,
+    health: HealthConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+}
+
+impl TokenCleanupServiceBuilder {
+    /// Keeps run records in another store than the tokens' (default: the same store).
+    pub fn run_store(mut self, runs: Arc<dyn RunStore>) -> Self {
+        self.runs = Some(runs);
+        self
+    }
+    /// Sends significant events (see [`Thresholds`]) to `notifier`.
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+    /// What counts as significant enough to notify.
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+    /// Grace periods per type.
+    pub fn grace(mut self, grace: GracePolicy) -> Self {
+        self.grace = grace;
+        self
+    }
+    /// Retry policy for failing batches.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+    /// Restricts runs to these token types; requests naming others are refused.
+    pub fn token_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.registered_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+    /// How often a running run writes its progress to its record (default 1 s).
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+    /// Health thresholds.
+    pub fn health(mut self, health: HealthConfig) -> Self {
+        self.health = health;
+        self
+    }
+    /// Replaces the system clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Ties every run to `shutdown`: once cancelled, runs stop at their next batch boundary.
+    pub fn shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Validates the configuration (grace periods, registered types).
+    pub fn build(self) -> Result<TokenCleanupService> {
+        self.grace.validate()?;
+        if let Some(types) = &self.registered_types {
+            if types.is_empty() {
+                return Err(Error::NoTokenTypes);
+            }
+        }
+        let runs = self.runs.unwrap_or_else(|| self.store.clone());
+        Ok(TokenCleanupService {
+            inner: Arc::new(Inner {
+                store: self.store,
+                runs,
+                notifier: self.notifier,
+                thresholds: self.thresholds,
+                grace: self.grace,
+                retry: self.retry,
+                registered_types: self.registered_types,
+                progress_interval: self.progress_interval,
+                health: self.health,
+                clock: self.clock,
+                shutdown: self.shutdown,
+                active: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// A run started in the background by [`TokenCleanupService::spawn_cleanup`].
+#[derive(Debug)]
+pub struct RunHandle {
+    run_id: Uuid,
+    cancel: CancellationToken,
+    join: tokio::task::JoinHandle<Result<CleanupReport>>,
+}
+
+impl RunHandle {
+    /// The run's id.
+    pub fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+    /// Asks the run to stop at its next batch boundary.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+    /// Waits for the run's outcome.
+    pub async fn wait(self) -> Result<CleanupReport> {
+        match self.join.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::store("engine", "finish a background run", join)),
+        }
+    }
+}
+
+/// A validated run: types and cutoffs fixed.
+struct Plan {
+    types: Vec<String>,
+    cutoffs: BTreeMap<String, DateTime<Utc>>,
+    used_cutoffs: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl TokenCleanupService {
+    /// Starts configuring a service on `store` (tokens and run records).
+    pub fn builder(store: Arc<dyn TokenStore>) -> TokenCleanupServiceBuilder {
+        TokenCleanupServiceBuilder {
+            store,
+            runs: None,
+            notifier: None,
+            thresholds: Thresholds::default(),
+            grace: GracePolicy::default(),
+            retry: RetryPolicy::default(),
+            registered_types: None,
+            progress_interval: Duration::from_secs(1),
+            health: HealthConfig::default(),
+            clock: Arc::new(SystemClock),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The token store.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+    /// The run store.
+    pub fn run_store(&self) -> &Arc<dyn RunStore> {
+        &self.inner.runs
+    }
+    /// The clock in use.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+    /// The notifier, if any.
+    pub fn notifier(&self) -> Option<&Arc<dyn Notifier>> {
+        self.inner.notifier.as_ref()
+    }
+    pub(crate) fn health_config(&self) -> &HealthConfig {
+        &self.inner.health
+    }
+    /// Token types the host registered, if it did.
+    pub fn registered_types(&self) -> Option<&[String]> {
+        self.inner.registered_types.as_deref()
+    }
+    /// The shutdown signal every run observes.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Stops every run at its next batch boundary; later runs stop before their first batch.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Cancels a run of this instance; returns whether it was running here.
+    pub fn cancel_run(&self, run_id: Uuid) -> bool {
+        let active = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        match active.get(&run_id) {
+            Some(run) => {
+                run.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs a cleanup to its end and returns its report.
+    ///
+    /// Validation happens before any row is touched. Every batch is its own transaction;
+    /// a failing batch is retried per [`RetryPolicy`]; after the last try the run is
+    /// recorded as failed and [`Error::RunFailed`] carries the partial counts.
+    pub async fn cleanup_expired_tokens(&self, request: CleanupRequest) -> Result<CleanupReport> {
+        self.cleanup_with_cancel(request, CancellationToken::new())
+            .await
+    }
+
+    /// Like [`cleanup_expired_tokens`](Self::cleanup_expired_tokens), also stopping at the
+    /// next batch boundary once `cancel` is cancelled.
+    pub async fn cleanup_with_cancel(
+        &self,
+        request: CleanupRequest,
+        cancel: CancellationToken,
+    ) -> Result<CleanupReport> {
+        let (record, plan) = self.prepare(&request).await?;
+        self.execute(record, plan, cancel).await
+    }
+
+    /// Validates and records a run, then runs it on a tokio task.
+    ///
+    /// Errors in the request come back here, before anything runs; the run's own outcome
+    /// is in its record and in [`RunHandle::wait`].
+    pub async fn spawn_cleanup(&self, request: CleanupRequest) -> Result<RunHandle> {
+        let (record, plan) = self.prepare(&request).await?;
+        let run_id = record.id;
+        let cancel = CancellationToken::new();
+        let this = self.clone();
+        let run_cancel = cancel.clone();
+        let join = tokio::spawn(async move { this.execute(record, plan, run_cancel).await });
+        Ok(RunHandle {
+            run_id,
+            cancel,
+            join,
+        })
+    }
+
+    /// Checks a request without running it: batch size, types, grace.
+    pub fn validate(&self, request: &CleanupRequest) -> Result<()> {
+        if !(1..=MAX_BATCH_SIZE).contains(&request.batch_size) {
+            return Err(Error::InvalidBatchSize {
+                batch_size: request.batch_size,
+            });
+        }
+        if let Some(0) = request.max_rows {
+            return Err(Error::InvalidArgument {
+                name: "max_rows",
+                message: "must be at least 1".into(),
+            });
+        }
+        if request.include_used && self.inner.store.table().used_column().is_none() {
+            return Err(Error::InvalidArgument {
+                name: "include_used",
+                message: "the token table has no used-at column".into(),
+            });
+        }
+        if let TokenTypes::Only(types) = &request.token_types {
+            if types.is_empty() {
+                return Err(Error::NoTokenTypes);
+            }
+            if let Some(registered) = &self.inner.registered_types {
+                if let Some(unknown) = types.iter().find(|t| !registered.contains(t)) {
+                    return Err(Error::UnknownTokenType {
+                        token_type: unknown.clone(),
+                    });
+                }
+            }
+            if let Some(empty) = types.iter().find(|t| t.is_empty() || t.len() > 255) {
+                return Err(Error::InvalidArgument {
+                    name: "token_types",
+                    message: format!("token type of length {} is not allowed", empty.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, request: &CleanupRequest) -> Result<(RunRecord, Plan)> {
+        self.validate(request)?;
+        let types = match &request.token_types {
+            TokenTypes::Only(types) => {
+                let mut types = types.clone();
+                types.sort();
+                types.dedup();
+                types
+            }
+            TokenTypes::All => match &self.inner.registered_types {
+                Some(types) => types.clone(),
+                None => self.inner.store.token_types().await?,
+            },
+        };
+        let now = self.inner.clock.now();
+        let mut cutoffs = BTreeMap::new();
+        let mut used_cutoffs = BTreeMap::new();
+        for t in &types {
+            let grace = self.inner.grace.expired_grace(t);
+            let used_grace = self.inner.grace.used_grace(t);
+            if grace < TimeDelta::zero() || used_grace < TimeDelta::zero() {
+                return Err(Error::NegativeGrace {
+                    token_type: t.clone(),
+                });
+            }
+            cutoffs.insert(t.clone(), now - grace);
+            used_cutoffs.insert(t.clone(), now - used_grace);
+        }
+        let mut record = RunRecord::new(request, types.clone(), now);
+        record.progress.cutoffs = cutoffs.clone();
+        self.claim(&record).await?;
+        if let Err(e) = self.inner.runs.insert_run(&record).await {
+            self.release(record.id);
+            return Err(e);
+        }
+        info!(
+            target: AUDIT_TARGET,
+            event = "cleanup_started",
+            run_id = %record.id,
+            trigger = ?record.trigger,
+            job = record.job.as_deref(),
+            requested_by = record.requested_by.as_deref(),
+            token_types = ?record.token_types,
+            batch_size = request.batch_size,
+            dry_run = request.dry_run,
+        );
+        Ok((
+            record,
+            Plan {
+                types,
+                cutoffs,
+                used_cutoffs,
+            },
+        ))
+    }
+
+    /// Refuses a run whose types overlap a run in progress here or (from the run records)
+    /// on another instance.
+    async fn claim(&self, record: &RunRecord) -> Result<()> {
+        let overlap = |types: &[String]| -> Vec<String> {
+            types
+                .iter()
+                .filter(|t| record.token_types.contains(t))
+                .cloned()
+                .collect()
+        };
+        {
+            let mut active = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((id, run)) = active
+                .iter()
+                .find(|(_, run)| !overlap(&run.token_types).is_empty())
+            {
+                return Err(Error::AlreadyRunning {
+                    run_id: *id,
+                    token_types: overlap(&run.token_types),
+                });
+            }
+            active.insert(
+                record.id,
+                ActiveRun {
+                    token_types: record.token_types.clone(),
+                    cancel: CancellationToken::new(),
+                },
+            );
+        }
+        let since = record.created_at - STALE_RUN_AFTER;
+        let running = self
+            .inner
+            .runs
+            .runs(&RunQuery {
+                since: Some(since - TimeDelta::days(1)),
+                ..RunQuery::default()
+            })
+            .await;
+        let running = match running {
+            Ok(runs) => runs,
+            Err(e) => {
+                self.release(record.id);
+                return Err(e);
+            }
+        };
+        if let Some(other) = running.iter().find(|r| {
+            matches!(r.status, RunStatus::Running | RunStatus::Queued)
+                && r.id != record.id
+                && r.progress.finished_at >= since
+                && !overlap(&r.token_types).is_empty()
+        }) {
+            self.release(record.id);
+            return Err(Error::AlreadyRunning {
+                run_id: other.id,
+                token_types: overlap(&other.token_types),
+            });
+        }
+        Ok(())
+    }
+
+    fn release(&self, run_id: Uuid) {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run_id);
+    }
+
+    fn run_cancel_token(&self, run_id: Uuid) -> CancellationToken {
+        let active = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        active
+            .get(&run_id)
+            .map(|r| r.cancel.clone())
+            .unwrap_or_default()
+    }
+
+    async fn execute(
+        &self,
+        mut record: RunRecord,
+        plan: Plan,
+        cancel: CancellationToken,
+    ) -> Result<CleanupReport> {
+        let span = info_span!(
+            "token_cleanup.run",
+            run_id = %record.id,
+            trigger = ?record.trigger,
+            dry_run = record.request.dry_run,
+            batch_size = record.request.batch_size,
+            total = tracing::field::Empty,
+        );
+        let local_cancel = self.run_cancel_token(record.id);
+        let result = self
+            .execute_inner(&mut record, &plan, &cancel, &local_cancel)
+            .instrument(span.clone())
+            .await;
+        span.record("total", record.progress.total_cleaned);
+        self.release(record.id);
+
+        let status = record.status;
+        m::run_finished(status, record.progress.duration);
+        let save = self.inner.runs.update_run(&record).await;
+        info!(
+            target: AUDIT_TARGET,
+            event = "cleanup_finished",
+            run_id = %record.id,
+            status = status.as_str(),
+            requested_by = record.requested_by.as_deref(),
+            total_cleaned = record.progress.total_cleaned,
+            batches = record.progress.batches,
+            duration_ms = record.progress.duration.as_millis() as u64,
+            stopped = ?record.progress.stopped,
+        );
+        match result {
+            Ok(()) => {
+                save?;
+                let report = record.progress;
+                if !report.dry_run {
+                    self.notify(Notification::CleanupCompleted(report.clone()))
+                        .await;
+                }
+                Ok(report)
+            }
+            Err(err) => {
+                if let Err(save_err) = save {
+                    warn!(run_id = %record.id, error = %save_err, "could not record the failed run");
+                }
+                let message = record.error.clone().unwrap_or_else(|| err.to_string());
+                self.notify(Notification::CleanupFailed {
+                    report: record.progress.clone(),
+                    error: message,
+                })
+                .await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn execute_inner(
+        &self,
+        record: &mut RunRecord,
+        plan: &Plan,
+        cancel: &CancellationToken,
+        local_cancel: &CancellationToken,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let request = record.request.clone();
+        record.status = RunStatus::Running;
+        record.progress.started_at = self.inner.clock.now();
+        self.save_progress(record).await;
+        let mut last_save = Instant::now();
+        let mut remaining = request.max_rows;
+        let is_cancelled = || {
+            cancel.is_cancelled()
+                || local_cancel.is_cancelled()
+                || self.inner.shutdown.is_cancelled()
+        };
+
+        let outcome: Result<()> = 'run: {
+            for token_type in &plan.types {
+                let cutoff = plan.cutoffs[token_type];
+                let mut criteria = vec![Criterion::Expired { before: cutoff }];
+                if request.include_used {
+                    criteria.push(Criterion::Used {
+                        before: plan.used_cutoffs[token_type],
+                        not_expired_before: cutoff,
+                    });
+                }
+                for criterion in criteria {
+                    let mut filter = BatchFilter::new(token_type.clone(), criterion);
+                    if request.dry_run {
+                        let n = match self.inner.store.count(&filter).await {
+                            Ok(n) => n,
+                            Err(e) => break 'run Err(e),
+                        };
+                        let n = remaining.map_or(n, |r| n.min(r));
+                        record.progress.add(token_type, n);
+                        if let Some(r) = remaining.as_mut() {
+                            *r -= n;
+                        }
+                        continue;
+                    }
+                    loop {
+                        if is_cancelled() {
+                            record.progress.stopped = Some(StopReason::Cancelled);
+                            break 'run Ok(());
+                        }
+                        if request.max_duration.is_some_and(|max| started.elapsed() >= max) {
+                            record.progress.stopped = Some(StopReason::MaxDuration);
+                            break 'run Ok(());
+                        }
+                        if remaining == Some(0) {
+                            record.progress.stopped = Some(StopReason::MaxRows);
+                            break 'run Ok(());
+                        }
+                        let limit = remaining
+                            .map_or(request.batch_size, |r| r.min(request.batch_size as u64) as u32);
+                        let batch_started = Instant::now();
+                        let deleted = match self.delete_with_retry(&filter, limit, record).await
+                        {
+                            Ok(outcome) => {
+                                filter.resume_from = outcome.resume_from.or(filter.resume_from);
+                                outcome.deleted
+                            }
+                            Err((attempts, source)) => {
+                                record.error = Some(source.to_string());
+                                break 'run Err(Error::RunFailed {
+                                    partial: Box::new(record.progress.clone()),
+                                    token_type: token_type.clone(),
+                                    attempts,
+                                    source: Box::new(source),
+                                });
+                            }
+                        };
+                        let took = batch_started.elapsed();
+                        record.progress.batches += 1;
+                        record.progress.slowest_batch = record.progress.slowest_batch.max(took);
+                        record.progress.add(token_type, deleted);
+                        m::batch_finished(token_type, deleted, took);
+                        if let Some(r) = remaining.as_mut() {
+                            *r -= deleted.min(*r);
+                        }
+                        if last_save.elapsed() >= self.inner.progress_interval {
+                            record.progress.finish(started.elapsed(), self.inner.clock.now());
+                            self.save_progress(record).await;
+                            last_save = Instant::now();
+                        }
+                        if deleted < limit as u64 {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+
+        record.progress.finish(started.elapsed(), self.inner.clock.now());
+        record.finished_at = Some(record.progress.finished_at);
+        record.status = match (&outcome, record.progress.stopped) {
+            (Err(_), _) => RunStatus::Failed,
+            (Ok(()), Some(StopReason::Cancelled)) => RunStatus::Cancelled,
+            (Ok(()), _) => RunStatus::Succeeded,
+        };
+        if let Err(e) = &outcome {
+            if record.error.is_none() {
+                record.error = Some(e.to_string());
+            }
+        }
+        outcome.map_err(|e| with_final_progress(e, &record.progress))
+    }
+
+    async fn delete_with_retry(
+        &self,
+        filter: &BatchFilter,
+        limit: u32,
+        record: &mut RunRecord,
+    ) -> std::result::Result<crate::store::BatchOutcome, (u32, Error)> {
+        let retry = self.inner.retry;
+        let mut attempt = 1;
+        loop {
+            let span = info_span!(
+                "token_cleanup.batch",
+                run_id = %record.id,
+                token_type = %filter.token_type,
+                batch_size = limit,
+                attempt,
+                rows = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+            );
+            let started = Instant::now();
+            let result = self
+                .inner
+                .store
+                .delete_batch(filter, limit)
+                .instrument(span.clone())
+                .await;
+            span.record("duration_ms", started.elapsed().as_millis() as u64);
+            match result {
+                Ok(outcome) => {
+                    span.record("rows", outcome.deleted);
+                    debug!(parent: &span, rows = outcome.deleted, "batch committed");
+                    return Ok(outcome);
+                }
+                Err(e) if e.is_transient() && attempt < retry.max_attempts => {
+                    let wait = retry.backoff(attempt);
+                    warn!(
+                        parent: &span,
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "batch failed and was rolled back; retrying"
+                    );
+                    record.progress.retries += 1;
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    warn!(parent: &span, error = %e, "batch failed and was rolled back; giving up");
+                    return Err((attempt, e));
+                }
+            }
+        }
+    }
+
+    async fn save_progress(&self, record: &RunRecord) {
+        if let Err(e) = self.inner.runs.update_run(record).await {
+            warn!(run_id = %record.id, error = %e, "could not save run progress");
+        }
+    }
+
+    /// Sends `notification` if it is significant; a failing notifier only logs a WARN.
+    pub async fn notify(&self, notification: Notification) {
+        let Some(notifier) = &self.inner.notifier else {
+            return;
+        };
+        if !self.inner.thresholds.is_significant(&notification) {
+            return;
+        }
+        if let Err(e) = notifier.notify(&notification).await {
+            warn!(
+                notifier = notifier.name(),
+                kind = notification.kind(),
+                error = %e,
+                "notification failed; the cleanup itself is unaffected"
+            );
+        }
+    }
+
+    /// A run record by id.
+    pub async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.inner.runs.run(run_id).await
+    }
+
+    /// The `limit` most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
+        self.inner.runs.runs(&RunQuery::latest(limit)).await
+    }
+}
+
+/// Puts the final progress (duration, finish time) into a `RunFailed` error.
+fn with_final_progress(err: Error, progress: &CleanupReport) -> Error {
+    match err {
+        Error::RunFailed {
+            token_type,
+            attempts,
+            source,
+            ..
+        } => Error::RunFailed {
+            partial: Box::new(progress.clone()),
+            token_type,
+            attempts,
+            source,
+        },
+        other => other,
+    }
+}

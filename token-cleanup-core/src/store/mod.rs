@@ -1,0 +1,217 @@
+//! Storage traits and the stores that implement them.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::run::{RunQuery, RunRecord};
+use crate::table::TokenTable;
+
+mod memory;
+pub use memory::MemoryStore;
+
+#[cfg(feature = "sqlite")]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteStore;
+
+/// A token row, as far as cleanup cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Primary key.
+    pub id: i64,
+    /// Token type.
+    pub token_type: String,
+    /// Expiry instant.
+    pub expires_at: DateTime<Utc>,
+    /// When it was used, if it was.
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+impl Token {
+    /// A token that was never used.
+    pub fn new(id: i64, token_type: impl Into<String>, expires_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            token_type: token_type.into(),
+            expires_at,
+            used_at: None,
+        }
+    }
+
+    /// Marks the token used at `used_at`.
+    pub fn used(mut self, used_at: DateTime<Utc>) -> Self {
+        self.used_at = Some(used_at);
+        self
+    }
+
+    /// Whether `filter` selects this token.
+    pub fn matches(&self, filter: &BatchFilter) -> bool {
+        if self.token_type != filter.token_type {
+            return false;
+        }
+        let key = match filter.criterion {
+            Criterion::Expired { before } => Some(self.expires_at).filter(|e| *e < before),
+            Criterion::Used {
+                before,
+                not_expired_before,
+            } => self
+                .used_at
+                .filter(|u| *u < before && self.expires_at >= not_expired_before),
+        };
+        key.is_some_and(|k| filter.resume_from.is_none_or(|r| k >= r))
+    }
+}
+
+/// Which rows of one type a batch may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Criterion {
+    /// `expires_at < before`: expired tokens.
+    Expired {
+        /// The run's cutoff for the type.
+        before: DateTime<Utc>,
+    },
+    /// `used_at < before AND expires_at >= not_expired_before`: used tokens past their
+    /// grace that the expired pass does not already cover (so counts never overlap).
+    /// Needs a used-at column.
+    Used {
+        /// Used-token cutoff.
+        before: DateTime<Utc>,
+        /// The expiry cutoff of the same run.
+        not_expired_before: DateTime<Utc>,
+    },
+}
+
+impl Criterion {
+    /// `true` for [`Criterion::Used`].
+    pub fn is_used(&self) -> bool {
+        matches!(self, Criterion::Used { .. })
+    }
+}
+
+/// Selection for one batch or count: one token type and one criterion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchFilter {
+    /// The token type.
+    pub token_type: String,
+    /// Expired or used before a cutoff.
+    pub criterion: Criterion,
+    /// Lower bound (inclusive) on the criterion's column, from the previous batch's
+    /// [`BatchOutcome::resume_from`]. Lets a store skip what earlier batches already
+    /// removed (dead index entries on MVCC databases). Stores may ignore it.
+    pub resume_from: Option<DateTime<Utc>>,
+}
+
+impl BatchFilter {
+    /// A filter for `token_type` and `criterion`, from the start.
+    pub fn new(token_type: impl Into<String>, criterion: Criterion) -> Self {
+        Self {
+            token_type: token_type.into(),
+            criterion,
+            resume_from: None,
+        }
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BatchOutcome {
+    /// Rows deleted by the batch.
+    pub deleted: u64,
+    /// Where the next batch may start (largest key deleted), if the store tracks it.
+    pub resume_from: Option<DateTime<Utc>>,
+}
+
+impl BatchOutcome {
+    /// An outcome of `deleted` rows without a resume point.
+    pub fn deleted(deleted: u64) -> Self {
+        Self {
+            deleted,
+            resume_from: None,
+        }
+    }
+}
+
+/// Counts for one token type at an instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TypeCounts {
+    /// Token type.
+    pub token_type: String,
+    /// All rows.
+    pub total: u64,
+    /// `expires_at < now`.
+    pub expired: u64,
+    /// Neither expired nor used.
+    pub active: u64,
+    /// `used_at` set (expired or not).
+    pub used: u64,
+    /// Earliest expiry among expired rows.
+    pub oldest_expired: Option<DateTime<Utc>>,
+}
+
+/// Where the host's tokens live. Object safe: the engine holds an `Arc<dyn TokenStore>`.
+///
+/// Every method that deletes returns what it deleted. A batch is atomic: either all of its
+/// rows are gone or none is.
+#[async_trait]
+pub trait TokenStore: RunStore {
+    /// Short name for logs and errors (`memory`, `sqlite`, `postgres`, `mysql`).
+    fn kind(&self) -> &'static str;
+
+    /// The table this store cleans.
+    fn table(&self) -> &TokenTable;
+
+    /// Creates the default token table (if missing), the library's own tables and the
+    /// indexes cleanup needs. Idempotent.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Distinct token types present in the table.
+    async fn token_types(&self) -> Result<Vec<String>>;
+
+    /// Rows `filter` selects.
+    async fn count(&self, filter: &BatchFilter) -> Result<u64>;
+
+    /// Deletes at most `limit` rows that `filter` selects, in one transaction.
+    async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome>;
+
+    /// Per-type counts at `now`.
+    async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>>;
+
+    /// Round trip to the database.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Where run records and job leases live (usually the same database as the tokens).
+#[async_trait]
+pub trait RunStore: Send + Sync + fmt::Debug + 'static {
+    /// Stores a new run.
+    async fn insert_run(&self, run: &RunRecord) -> Result<()>;
+
+    /// Overwrites a run's status, progress and outcome.
+    async fn update_run(&self, run: &RunRecord) -> Result<()>;
+
+    /// One run by id.
+    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>>;
+
+    /// Runs matching `query`, newest first.
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
+
+    /// Takes the lease `name` for `holder` until `now + ttl`, unless another holder has
+    /// an unexpired lease. Returns whether `holder` now holds it.
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Releases `name` if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+}

@@ -1,0 +1,129 @@
+//! A store wrapper that records batches and injects transient failures.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::run::{RunQuery, RunRecord};
+use crate::store::{BatchFilter, BatchOutcome, RunStore, TokenStore, TypeCounts};
+use crate::table::TokenTable;
+
+type BatchHook = Box<dyn Fn(usize) + Send + Sync>;
+
+/// Wraps a store: records every delete batch (`limit`, rows deleted), can fail the next
+/// `n` batches before they reach the database, and can call a hook after each batch.
+pub struct ObservedStore<S> {
+    inner: Arc<S>,
+    batches: Mutex<Vec<(u32, u64)>>,
+    fail_next: AtomicU32,
+    after_batch: Mutex<Option<BatchHook>>,
+}
+
+impl<S> fmt::Debug for ObservedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedStore").finish_non_exhaustive()
+    }
+}
+
+impl<S: TokenStore> ObservedStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<S>) -> Self {
+        Self {
+            inner,
+            batches: Mutex::new(Vec::new()),
+            fail_next: AtomicU32::new(0),
+            after_batch: Mutex::new(None),
+        }
+    }
+
+    /// `(limit, deleted)` of every committed batch, in order.
+    pub fn batches(&self) -> Vec<(u32, u64)> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next `n` delete batches fail with a store error (nothing deleted).
+    pub fn fail_next_batches(&self, n: u32) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Calls `hook(number_of_committed_batches)` after each committed batch.
+    pub fn after_batch(&self, hook: impl Fn(usize) + Send + Sync + 'static) {
+        *self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for ObservedStore<S> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn table(&self) -> &TokenTable {
+        self.inner.table()
+    }
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+    async fn token_types(&self) -> Result<Vec<String>> {
+        self.inner.token_types().await
+    }
+    async fn count(&self, filter: &BatchFilter) -> Result<u64> {
+        self.inner.count(filter).await
+    }
+    async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(Error::store(
+                self.inner.kind(),
+                "delete a batch",
+                "injected transient failure",
+            ));
+        }
+        let outcome = self.inner.delete_batch(filter, limit).await?;
+        let n = {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            batches.push((limit, outcome.deleted));
+            batches.len()
+        };
+        if let Some(hook) = &*self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) {
+            hook(n);
+        }
+        Ok(outcome)
+    }
+    async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
+        self.inner.type_counts(now).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> RunStore for ObservedStore<S> {
+    async fn insert_run(&self, run: &RunRecord) -> Result<()> {
+        self.inner.insert_run(run).await
+    }
+    async fn update_run(&self, run: &RunRecord) -> Result<()> {
+        self.inner.update_run(run).await
+    }
+    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
+        self.inner.run(id).await
+    }
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        self.inner.runs(query).await
+    }
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.inner.try_acquire_lease(name, holder, ttl).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.inner.release_lease(name, holder).await
+    }
+}
