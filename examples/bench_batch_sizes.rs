@@ -1,1 +1,250 @@
-fn main() {}
+//! How long a batched cleanup takes compared with one `DELETE`, and what it does to a
+//! concurrent writer, on SQLite (WAL) at several batch sizes.
+//!
+//! ```sh
+//! cargo run --release --example bench_batch_sizes --features sqlite
+//! cargo run --release --example bench_batch_sizes --features sqlite -- --tokens 1000000 --json
+//! ```
+//!
+//! Options: `--tokens N` (default 500,000; 80% expired), `--batch-sizes 100,500,..`,
+//! `--runs R` (default 3; times are medians), `--json`, `--no-memory` (skip the peak
+//! memory check at 100k and 1M tokens, which runs each cleanup in a child process).
+//!
+//! Every run starts from a fresh copy of the same seeded file. While the cleanup runs, a
+//! second connection inserts a token every 2 ms; its worst wait is reported.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+const DEFAULT_SIZES: [u32; 6] = [100, 500, 1000, 2000, 5000, 10_000];
+
+struct Args {
+    tokens: u64,
+    sizes: Vec<u32>,
+    runs: usize,
+    json: bool,
+    memory: bool,
+    child: Option<(PathBuf, u32)>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        tokens: 500_000,
+        sizes: DEFAULT_SIZES.to_vec(),
+        runs: 3,
+        json: false,
+        memory: true,
+        child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match arg.as_str() {
+            "--tokens" => args.tokens = value("--tokens").parse().expect("--tokens N"),
+            "--batch-sizes" => {
+                args.sizes = value("--batch-sizes")
+                    .split(',')
+                    .map(|s| s.trim().parse().expect("--batch-sizes 100,1000"))
+                    .collect()
+            }
+            "--runs" => args.runs = value("--runs").parse().expect("--runs R"),
+            "--json" => args.json = true,
+            "--no-memory" => args.memory = false,
+            "--memory-child" => {
+                let path = PathBuf::from(value("--memory-child"));
+                let size = value("--memory-child").parse().expect("batch size");
+                args.child = Some((path, size));
+            }
+            other => panic!("unknown argument {other}; see the file header for usage"),
+        }
+    }
+    args
+}
+
+/// One measured configuration: `None` = single statement.
+#[derive(Debug)]
+struct Measure {
+    seconds: f64,
+    rows: u64,
+    batches: u64,
+    worst_batch_ms: f64,
+    writer_worst_wait_ms: f64,
+    writer_inserts: u64,
+}
+
+async fn measure(template: &Path, work: &Path, batch_size: Option<u32>) -> Measure {
+    support::fresh_copy(template, work);
+    let pool = support::open_pool(work, 1).await;
+    let writer_pool = support::open_pool(work, 1).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(support::concurrent_writer(writer_pool.clone(), stop_rx));
+    // Let the writer reach its steady rhythm first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let m = match batch_size {
+        None => {
+            let (rows, took) = support::single_delete(&pool).await;
+            Measure {
+                seconds: took.as_secs_f64(),
+                rows,
+                batches: 1,
+                worst_batch_ms: took.as_secs_f64() * 1000.0,
+                writer_worst_wait_ms: 0.0,
+                writer_inserts: 0,
+            }
+        }
+        Some(size) => {
+            let r = support::batched_cleanup(&pool, size).await;
+            Measure {
+                seconds: r.duration.as_secs_f64(),
+                rows: r.total_cleaned,
+                batches: r.batches,
+                worst_batch_ms: r.slowest_batch.as_secs_f64() * 1000.0,
+                writer_worst_wait_ms: 0.0,
+                writer_inserts: 0,
+            }
+        }
+    };
+    stop_tx.send(true).expect("writer alive");
+    let (worst, inserts) = writer.await.expect("writer");
+    pool.close().await;
+    writer_pool.close().await;
+    Measure {
+        writer_worst_wait_ms: worst.as_secs_f64() * 1000.0,
+        writer_inserts: inserts,
+        ..m
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    if let Some((path, size)) = &args.child {
+        // Child: only the cleanup runs in this process, so its peak is the cleanup's.
+        let pool = support::open_pool(path, 1).await;
+        let report = support::batched_cleanup(&pool, *size).await;
+        println!("{} {}", report.total_cleaned, peak_rss_mib().unwrap_or(f64::NAN));
+        return;
+    }
+
+    let dir = std::env::temp_dir().join("token-cleanup-bench");
+    let template = support::seed_template(&dir, args.tokens).await;
+    let work = dir.join("example-work.db");
+
+    let mut rows = Vec::new();
+    let configs: Vec<Option<u32>> = std::iter::once(None)
+        .chain(args.sizes.iter().copied().map(Some))
+        .collect();
+    for config in &configs {
+        let mut runs = Vec::new();
+        for _ in 0..args.runs {
+            runs.push(measure(&template, &work, *config).await);
+        }
+        rows.push((*config, runs));
+    }
+    let baseline = median(rows[0].1.iter().map(|m| m.seconds).collect());
+
+    let mut memory = Vec::new();
+    if args.memory {
+        let exe = std::env::current_exe().expect("current exe");
+        for tokens in [100_000u64, 1_000_000] {
+            let template = support::seed_template(&dir, tokens).await;
+            let child_db = dir.join(format!("memory-{tokens}.db"));
+            support::fresh_copy(&template, &child_db);
+            let out = Command::new(&exe)
+                .args(["--memory-child", &child_db.display().to_string(), "1000"])
+                .output()
+                .expect("run child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut parts = text.split_whitespace();
+            let cleaned: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let peak: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            memory.push((tokens, cleaned, peak));
+            support::remove_db(&child_db);
+        }
+    }
+    support::remove_db(&work);
+
+    if args.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(config, runs)| {
+                let secs = median(runs.iter().map(|m| m.seconds).collect());
+                json!({
+                    "batch_size": config,
+                    "median_seconds": secs,
+                    "rows_per_second": runs[0].rows as f64 / secs,
+                    "ratio_to_single_statement": secs / baseline,
+                    "rows": runs[0].rows,
+                    "batches": runs[0].batches,
+                    "worst_batch_ms": runs.iter().map(|m| m.worst_batch_ms).fold(0.0, f64::max),
+                    "writer_worst_wait_ms": runs.iter().map(|m| m.writer_worst_wait_ms).fold(0.0, f64::max),
+                    "writer_inserts": runs.iter().map(|m| m.writer_inserts).sum::<u64>(),
+                })
+            })
+            .collect();
+        let memory: Vec<_> = memory
+            .iter()
+            .map(|(tokens, cleaned, peak)| json!({"tokens": tokens, "cleaned": cleaned, "peak_rss_mib": peak}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "backend": "sqlite",
+                "tokens": args.tokens,
+                "runs": args.runs,
+                "results": results,
+                "memory": memory,
+            }))
+            .expect("json")
+        );
+        return;
+    }
+
+    println!(
+        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} runs; a second connection inserts every 2 ms\n",
+        args.tokens,
+        support::EXPIRED_FRACTION * 100.0,
+        args.runs
+    );
+    println!(
+        "| batch size | rows/s | time (s) | vs one DELETE | batches | worst batch (ms) | writer worst wait (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (config, runs) in &rows {
+        let secs = median(runs.iter().map(|m| m.seconds).collect());
+        let worst_batch = runs.iter().map(|m| m.worst_batch_ms).fold(0.0, f64::max);
+        let wait = runs.iter().map(|m| m.writer_worst_wait_ms).fold(0.0, f64::max);
+        let label = config.map_or("one DELETE".to_owned(), |s| s.to_string());
+        println!(
+            "| {label} | {:.0} | {secs:.3} | {:.2}x | {} | {worst_batch:.1} | {wait:.1} |",
+            runs[0].rows as f64 / secs,
+            secs / baseline,
+            runs[0].batches,
+        );
+    }
+    if !memory.is_empty() {
+        println!("\nPeak memory of a cleanup process (batch 1000):");
+        for (tokens, cleaned, peak) in &memory {
+            println!("  {tokens:>9} tokens ({cleaned} expired removed): {peak:.1} MiB");
+        }
+    }
+}

@@ -49,7 +49,7 @@ impl TimeEncoding {
                 }
                 TimeFormat::UnixMillis => {
                     let ceil = at.timestamp_millis()
-                        + i64::from(at.timestamp_subsec_nanos() % 1_000_000 > 0);
+                        + i64::from(!at.timestamp_subsec_nanos().is_multiple_of(1_000_000));
                     ceil.into()
                 }
             },
@@ -57,6 +57,7 @@ impl TimeEncoding {
     }
 
     /// A value to store an instant in a time column (what sqlx and SQLite write).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn stored(self, at: DateTime<Utc>) -> Value {
         match self {
             TimeEncoding::Native => at.into(),

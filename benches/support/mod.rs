@@ -1,0 +1,159 @@
+//! Shared by `benches/batch_sizes.rs` and `examples/bench_batch_sizes.rs`: a seeded
+//! SQLite template database, copied fresh for every measured run.
+
+#![allow(dead_code)] // each user needs a different subset
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use token_cleanup::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use token_cleanup::sqlx::{self, SqlitePool};
+use token_cleanup::{
+    CleanupReport, CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable,
+    token_types,
+};
+
+/// Fraction of seeded tokens that are expired.
+pub(crate) const EXPIRED_FRACTION: f64 = 0.8;
+
+/// Opens `path` the way a host should: WAL, synchronous NORMAL, 5 s busy timeout.
+pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> SqlitePool {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .expect("path")
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .expect("open SQLite")
+}
+
+/// Creates a migrated database with `tokens` rows: four types round-robin, expiry growing
+/// with the id (as in a live table), `EXPIRED_FRACTION` of them expired, every tenth used.
+/// Rows are generated inside SQLite, in the representation sqlx writes (`Rfc3339Text`).
+pub(crate) async fn seed_template(dir: &Path, tokens: u64) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let path = dir.join(format!("template-{tokens}.db"));
+    let tmp = dir.join(format!("template-{tokens}.tmp.db"));
+    remove_db(&tmp);
+    let pool = open_pool(&tmp, 1).await;
+    let store = SqliteStore::new(pool.clone(), TokenTable::default());
+    store.migrate().await.expect("migrate");
+    // One token per `step` seconds; the first EXPIRED_FRACTION of them lie in the past.
+    let step = 10i64;
+    let start = Utc::now().timestamp() - (tokens as f64 * EXPIRED_FRACTION) as i64 * step;
+    sqlx::query(
+        "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?1)
+         INSERT INTO verification_tokens (id, token_type, token_hash, expires_at, used_at)
+         SELECT i + 1,
+                CASE i % 4 WHEN 0 THEN ?2 WHEN 1 THEN ?3 WHEN 2 THEN ?4 ELSE ?5 END,
+                printf('sha256:%016x', i * 2654435761),
+                strftime('%Y-%m-%dT%H:%M:%S+00:00', ?6 + i * ?7, 'unixepoch'),
+                CASE WHEN (i / 4) % 10 = 0
+                     THEN strftime('%Y-%m-%dT%H:%M:%S+00:00', ?6 + i * ?7 - 1800, 'unixepoch') END
+         FROM seq",
+    )
+    .bind(tokens as i64)
+    .bind(token_types::EMAIL_VERIFICATION)
+    .bind(token_types::PASSWORD_RESET)
+    .bind(token_types::MAGIC_LINK)
+    .bind(token_types::INVITE)
+    .bind(start)
+    .bind(step)
+    .execute(&pool)
+    .await
+    .expect("seed");
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .expect("checkpoint");
+    pool.close().await;
+    std::fs::rename(&tmp, &path).expect("publish template");
+    remove_db(&tmp);
+    path
+}
+
+/// Removes a database file and its WAL companions.
+pub(crate) fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// A fresh copy of `template` at `dest`.
+pub(crate) fn fresh_copy(template: &Path, dest: &Path) {
+    remove_db(dest);
+    std::fs::copy(template, dest).expect("copy template");
+}
+
+/// The single-statement baseline: one `DELETE` of every expired token.
+pub(crate) async fn single_delete(pool: &SqlitePool) -> (u64, Duration) {
+    let cutoff = Utc::now();
+    let started = Instant::now();
+    let n = sqlx::query("DELETE FROM verification_tokens WHERE expires_at < ?")
+        .bind(format!("{}+00:00", cutoff.format("%Y-%m-%dT%H:%M:%S%.f")))
+        .execute(pool)
+        .await
+        .expect("delete")
+        .rows_affected();
+    (n, started.elapsed())
+}
+
+/// Our cleanup over every type at `batch_size`.
+pub(crate) async fn batched_cleanup(pool: &SqlitePool, batch_size: u32) -> CleanupReport {
+    let store = Arc::new(SqliteStore::new(pool.clone(), TokenTable::default()));
+    let service = TokenCleanupService::builder(store)
+        .token_types(token_types::ALL)
+        .build()
+        .expect("service");
+    service
+        .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(batch_size))
+        .await
+        .expect("cleanup")
+}
+
+/// Expired tokens in a fresh copy of the template right after seeding (more expire as
+/// time passes: one every 10 s).
+pub(crate) fn expected_expired(tokens: u64) -> u64 {
+    (tokens as f64 * EXPIRED_FRACTION) as u64
+}
+
+/// A fresh token id range for writers that insert during a cleanup.
+pub(crate) fn writer_hash(i: u64) -> String {
+    format!("writer:{i:016x}")
+}
+
+/// Inserts one active token every 2 ms on its own connection until `stop`; returns the
+/// worst time one insert waited (for the database lock) and how many it made.
+pub(crate) async fn concurrent_writer(
+    pool: SqlitePool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Duration, u64) {
+    let mut worst = Duration::ZERO;
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expires = Utc::now() + TimeDelta::days(1);
+    while !*stop.borrow() {
+        tick.tick().await;
+        let started = Instant::now();
+        sqlx::query("INSERT INTO verification_tokens (token_type, token_hash, expires_at) VALUES (?, ?, ?)")
+            .bind(token_types::MAGIC_LINK)
+            .bind(writer_hash(n))
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .expect("concurrent insert");
+        worst = worst.max(started.elapsed());
+        n += 1;
+    }
+    (worst, n)
+}
