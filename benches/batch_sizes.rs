@@ -25,7 +25,9 @@ fn bench(c: &mut Criterion) {
     let work = dir.join("criterion-work.db");
 
     let mut group = c.benchmark_group(format!("sqlite_cleanup_{TOKENS}_tokens"));
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
 
     group.bench_function("single_delete", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -44,24 +46,28 @@ fn bench(c: &mut Criterion) {
     });
 
     for batch_size in BATCH_SIZES {
-        group.bench_with_input(BenchmarkId::new("batched", batch_size), &batch_size, |b, &size| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (template, work) = (template.clone(), work.clone());
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        support::fresh_copy(&template, &work);
-                        let pool = support::open_pool(&work, 1).await;
-                        let started = Instant::now();
-                        let report = support::batched_cleanup(&pool, size).await;
-                        total += started.elapsed();
-                        assert!(report.total_cleaned >= support::expected_expired(TOKENS));
-                        pool.close().await;
+        group.bench_with_input(
+            BenchmarkId::new("batched", batch_size),
+            &batch_size,
+            |b, &size| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (template, work) = (template.clone(), work.clone());
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            support::fresh_copy(&template, &work);
+                            let pool = support::open_pool(&work, 1).await;
+                            let started = Instant::now();
+                            let report = support::batched_cleanup(&pool, size).await;
+                            total += started.elapsed();
+                            assert!(report.total_cleaned >= support::expected_expired(TOKENS));
+                            pool.close().await;
+                        }
+                        total
                     }
-                    total
-                }
-            })
-        });
+                })
+            },
+        );
     }
     group.finish();
     support::remove_db(&work);

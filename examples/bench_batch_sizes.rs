@@ -9,9 +9,14 @@
 //! Options: `--tokens N` (default 500,000; 80% expired), `--batch-sizes 100,500,..`,
 //! `--runs R` (default 3; times are medians), `--json`, `--no-memory` (skip the peak
 //! memory check at 100k and 1M tokens, which runs each cleanup in a child process).
+//! Variations: `--pause-ms P` (sleep after each batch), `--autocheckpoint PAGES` (the
+//! cleanup connection's `wal_autocheckpoint`), `--shared-pool` (the writer and the cleanup
+//! share one single-connection write pool instead of using two connections).
 //!
-//! Every run starts from a fresh copy of the same seeded file. While the cleanup runs, a
-//! second connection inserts a token every 2 ms; its worst wait is reported.
+//! Every run starts from a fresh copy of the same seeded file; runs are interleaved
+//! (single statement, then each batch size, repeated) so that ratios compare like with
+//! like. While the cleanup runs, a writer inserts a token every 2 ms; its worst wait is
+//! reported.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +35,9 @@ struct Args {
     runs: usize,
     json: bool,
     memory: bool,
+    pause: Duration,
+    autocheckpoint: Option<u32>,
+    shared_pool: bool,
     child: Option<(PathBuf, u32)>,
 }
 
@@ -40,6 +48,9 @@ fn parse_args() -> Args {
         runs: 3,
         json: false,
         memory: true,
+        pause: Duration::ZERO,
+        autocheckpoint: None,
+        shared_pool: false,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +67,15 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value("--runs").parse().expect("--runs R"),
             "--json" => args.json = true,
             "--no-memory" => args.memory = false,
+            "--pause-ms" => {
+                args.pause = Duration::from_secs_f64(
+                    value("--pause-ms").parse::<f64>().expect("--pause-ms P") / 1000.0,
+                )
+            }
+            "--autocheckpoint" => {
+                args.autocheckpoint = Some(value("--autocheckpoint").parse().expect("pages"))
+            }
+            "--shared-pool" => args.shared_pool = true,
             "--memory-child" => {
                 let path = PathBuf::from(value("--memory-child"));
                 let size = value("--memory-child").parse().expect("batch size");
@@ -78,10 +98,14 @@ struct Measure {
     writer_inserts: u64,
 }
 
-async fn measure(template: &Path, work: &Path, batch_size: Option<u32>) -> Measure {
+async fn measure(args: &Args, template: &Path, work: &Path, batch_size: Option<u32>) -> Measure {
     support::fresh_copy(template, work);
-    let pool = support::open_pool(work, 1).await;
-    let writer_pool = support::open_pool(work, 1).await;
+    let pool = support::open_pool_with(work, 1, args.autocheckpoint).await;
+    let writer_pool = if args.shared_pool {
+        pool.clone()
+    } else {
+        support::open_pool(work, 1).await
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(support::concurrent_writer(writer_pool.clone(), stop_rx));
     // Let the writer reach its steady rhythm first.
@@ -99,7 +123,7 @@ async fn measure(template: &Path, work: &Path, batch_size: Option<u32>) -> Measu
             }
         }
         Some(size) => {
-            let r = support::batched_cleanup(&pool, size).await;
+            let r = support::batched_cleanup_with(&pool, size, args.pause).await;
             Measure {
                 seconds: r.duration.as_secs_f64(),
                 rows: r.total_cleaned,
@@ -141,7 +165,11 @@ async fn main() {
         // Child: only the cleanup runs in this process, so its peak is the cleanup's.
         let pool = support::open_pool(path, 1).await;
         let report = support::batched_cleanup(&pool, *size).await;
-        println!("{} {}", report.total_cleaned, peak_rss_mib().unwrap_or(f64::NAN));
+        println!(
+            "{} {}",
+            report.total_cleaned,
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
         return;
     }
 
@@ -154,11 +182,12 @@ async fn main() {
         .chain(args.sizes.iter().copied().map(Some))
         .collect();
     for config in &configs {
-        let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            runs.push(measure(&template, &work, *config).await);
+        rows.push((*config, Vec::new()));
+    }
+    for _ in 0..args.runs {
+        for (config, runs) in rows.iter_mut() {
+            runs.push(measure(&args, &template, &work, *config).await);
         }
-        rows.push((*config, runs));
     }
     let baseline = median(rows[0].1.iter().map(|m| m.seconds).collect());
 
@@ -176,7 +205,10 @@ async fn main() {
             let text = String::from_utf8_lossy(&out.stdout);
             let mut parts = text.split_whitespace();
             let cleaned: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let peak: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            let peak: f64 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
             memory.push((tokens, cleaned, peak));
             support::remove_db(&child_db);
         }
@@ -211,6 +243,9 @@ async fn main() {
                 "backend": "sqlite",
                 "tokens": args.tokens,
                 "runs": args.runs,
+                "pause_ms": args.pause.as_secs_f64() * 1000.0,
+                "autocheckpoint": args.autocheckpoint,
+                "shared_pool": args.shared_pool,
                 "results": results,
                 "memory": memory,
             }))
@@ -220,10 +255,23 @@ async fn main() {
     }
 
     println!(
-        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} runs; a second connection inserts every 2 ms\n",
+        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs; {} inserts every 2 ms{}{}\n",
         args.tokens,
         support::EXPIRED_FRACTION * 100.0,
-        args.runs
+        args.runs,
+        if args.shared_pool {
+            "a writer sharing the cleanup's one-connection pool"
+        } else {
+            "a second connection"
+        },
+        if args.pause.is_zero() {
+            String::new()
+        } else {
+            format!("; {:?} pause after each batch", args.pause)
+        },
+        args.autocheckpoint.map_or(String::new(), |p| format!(
+            "; cleanup wal_autocheckpoint={p}"
+        )),
     );
     println!(
         "| batch size | rows/s | time (s) | vs one DELETE | batches | worst batch (ms) | writer worst wait (ms) |"
@@ -232,7 +280,10 @@ async fn main() {
     for (config, runs) in &rows {
         let secs = median(runs.iter().map(|m| m.seconds).collect());
         let worst_batch = runs.iter().map(|m| m.worst_batch_ms).fold(0.0, f64::max);
-        let wait = runs.iter().map(|m| m.writer_worst_wait_ms).fold(0.0, f64::max);
+        let wait = runs
+            .iter()
+            .map(|m| m.writer_worst_wait_ms)
+            .fold(0.0, f64::max);
         let label = config.map_or("one DELETE".to_owned(), |s| s.to_string());
         println!(
             "| {label} | {:.0} | {secs:.3} | {:.2}x | {} | {worst_batch:.1} | {wait:.1} |",

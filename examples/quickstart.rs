@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use token_cleanup::{
-    CleanupRequest, HealthConfig, SqliteStore, TokenCleanupService, TokenStore, TokenTable,
-    sqlx, token_types,
+    CleanupRequest, HealthConfig, SqliteStore, TokenCleanupService, TokenStore, TokenTable, sqlx,
+    token_types,
 };
 
 const TOKENS: usize = 100_000;
@@ -21,8 +21,7 @@ const TOKENS: usize = 100_000;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 
@@ -31,7 +30,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
     }
-    let store = Arc::new(SqliteStore::connect(&format!("sqlite://{path}"), TokenTable::default()).await?);
+    let store =
+        Arc::new(SqliteStore::connect(&format!("sqlite://{path}"), TokenTable::default()).await?);
     store.migrate().await?;
 
     // 2. Seed 100,000 tokens the way an application writes them.
@@ -45,14 +45,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = service.statistics(30).await?;
     println!("Statistics");
-    println!("  {:<20} {:>8} {:>8} {:>8} {:>8} {:>14}", "type", "total", "expired", "active", "used", "oldest expired");
+    println!(
+        "  {:<20} {:>8} {:>8} {:>8} {:>8} {:>14}",
+        "type", "total", "expired", "active", "used", "oldest expired"
+    );
     for t in &stats.token_types {
         let c = &t.counts;
         let age = t
             .oldest_expired_age_secs
             .map(|s| format!("{:.1} days ago", s as f64 / 86_400.0))
             .unwrap_or_default();
-        println!("  {:<20} {:>8} {:>8} {:>8} {:>8} {:>14}", c.token_type, c.total, c.expired, c.active, c.used, age);
+        println!(
+            "  {:<20} {:>8} {:>8} {:>8} {:>8} {:>14}",
+            c.token_type, c.total, c.expired, c.active, c.used, age
+        );
     }
     println!(
         "  recommendation: run now = {}, batch size {}\n",
@@ -62,7 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dry = service
         .cleanup_expired_tokens(CleanupRequest::all_types().dry_run(true))
         .await?;
-    println!("Dry run: {} tokens would be removed {:?}", dry.total_cleaned, dry.by_type);
+    println!(
+        "Dry run: {} tokens would be removed {:?}",
+        dry.total_cleaned, dry.by_type
+    );
 
     let report = service
         .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(1000))
@@ -87,7 +96,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         health.status,
         health.database.latency_ms,
         health.expired_backlog.unwrap_or_default(),
-        if health.reasons.is_empty() { String::new() } else { format!(": {}", health.reasons.join("; ")) }
+        if health.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", health.reasons.join("; "))
+        }
     );
     Ok(())
 }

@@ -23,12 +23,24 @@ pub(crate) const EXPIRED_FRACTION: f64 = 0.8;
 
 /// Opens `path` the way a host should: WAL, synchronous NORMAL, 5 s busy timeout.
 pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> SqlitePool {
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+    open_pool_with(path, max_connections, None).await
+}
+
+/// [`open_pool`] with a `wal_autocheckpoint` (pages) for its connections.
+pub(crate) async fn open_pool_with(
+    path: &Path,
+    max_connections: u32,
+    autocheckpoint: Option<u32>,
+) -> SqlitePool {
+    let mut options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .expect("path")
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5));
+    if let Some(pages) = autocheckpoint {
+        options = options.pragma("wal_autocheckpoint", pages.to_string());
+    }
     SqlitePoolOptions::new()
         .max_connections(max_connections)
         .connect_with(options)
@@ -109,9 +121,19 @@ pub(crate) async fn single_delete(pool: &SqlitePool) -> (u64, Duration) {
 
 /// Our cleanup over every type at `batch_size`.
 pub(crate) async fn batched_cleanup(pool: &SqlitePool, batch_size: u32) -> CleanupReport {
+    batched_cleanup_with(pool, batch_size, Duration::ZERO).await
+}
+
+/// Our cleanup over every type at `batch_size`, pausing `pause` after each batch.
+pub(crate) async fn batched_cleanup_with(
+    pool: &SqlitePool,
+    batch_size: u32,
+    pause: Duration,
+) -> CleanupReport {
     let store = Arc::new(SqliteStore::new(pool.clone(), TokenTable::default()));
     let service = TokenCleanupService::builder(store)
         .token_types(token_types::ALL)
+        .pause_between_batches(pause)
         .build()
         .expect("service");
     service
@@ -145,13 +167,15 @@ pub(crate) async fn concurrent_writer(
     while !*stop.borrow() {
         tick.tick().await;
         let started = Instant::now();
-        sqlx::query("INSERT INTO verification_tokens (token_type, token_hash, expires_at) VALUES (?, ?, ?)")
-            .bind(token_types::MAGIC_LINK)
-            .bind(writer_hash(n))
-            .bind(expires)
-            .execute(&pool)
-            .await
-            .expect("concurrent insert");
+        sqlx::query(
+            "INSERT INTO verification_tokens (token_type, token_hash, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(token_types::MAGIC_LINK)
+        .bind(writer_hash(n))
+        .bind(expires)
+        .execute(&pool)
+        .await
+        .expect("concurrent insert");
         worst = worst.max(started.elapsed());
         n += 1;
     }

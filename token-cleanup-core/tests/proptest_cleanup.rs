@@ -10,7 +10,13 @@ use sqlx::sqlite::SqlitePoolOptions;
 use token_cleanup_core::test_util::suite::exactly_expired_of_chosen_types_go;
 use token_cleanup_core::{MemoryStore, SqliteStore, TimeFormat, Token, TokenStore, TokenTable};
 
-const TYPES: [&str; 5] = ["email_verification", "password_reset", "magic_link", "invite", "x"];
+const TYPES: [&str; 5] = [
+    "email_verification",
+    "password_reset",
+    "magic_link",
+    "invite",
+    "x",
+];
 
 fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
@@ -20,7 +26,11 @@ fn base() -> DateTime<Utc> {
 /// the same second as the cutoff.
 fn tokens() -> impl Strategy<Value = Vec<Token>> {
     prop::collection::vec(
-        (0..TYPES.len(), -172_800_000i64..172_800_000, prop::bool::ANY),
+        (
+            0..TYPES.len(),
+            -172_800_000i64..172_800_000,
+            prop::bool::ANY,
+        ),
         0..300,
     )
     .prop_map(|specs| {
@@ -30,7 +40,11 @@ fn tokens() -> impl Strategy<Value = Vec<Token>> {
             .map(|(i, (ty, ms, used))| {
                 let exp = base() + TimeDelta::milliseconds(ms);
                 let t = Token::new(i as i64 + 1, TYPES[ty], exp);
-                if used { t.used(exp - TimeDelta::minutes(5)) } else { t }
+                if used {
+                    t.used(exp - TimeDelta::minutes(5))
+                } else {
+                    t
+                }
             })
             .collect()
     })
@@ -46,7 +60,13 @@ fn case() -> impl Strategy<Value = (Vec<Token>, Vec<String>, DateTime<Utc>, u32,
     )
         .prop_map(|(tokens, types, cutoff_ms, batch, format)| {
             let types = types.into_iter().map(String::from).collect();
-            (tokens, types, base() + TimeDelta::milliseconds(cutoff_ms), batch, format)
+            (
+                tokens,
+                types,
+                base() + TimeDelta::milliseconds(cutoff_ms),
+                batch,
+                format,
+            )
         })
 }
 
