@@ -4,8 +4,13 @@
 //! [`store_conformance_tests!`](crate::store_conformance_tests) with an async factory that
 //! returns a fresh, migrated store on its own table or database:
 //!
-//! ```ignore
-//! token_cleanup_core::store_conformance_tests!(async { my_fresh_store().await });
+//! ```no_run
+//! use std::sync::Arc;
+//! use token_cleanup_core::MemoryStore;
+//!
+//! // In `tests/my_store.rs`: one `#[tokio::test]` per suite function in `mod memory`.
+//! token_cleanup_core::store_conformance_tests!(memory, async { Arc::new(MemoryStore::new()) });
+//! # fn main() {}
 //! ```
 
 use async_trait::async_trait;
