@@ -624,7 +624,7 @@ impl TokenCleanupService {
                                 outcome.deleted
                             }
                             Err((attempts, source)) => {
-                                record.error = Some(source.to_string());
+                                record.error = Some(error_chain(&source));
                                 break 'run Err(Error::RunFailed {
                                     partial: Box::new(record.progress.clone()),
                                     token_type: token_type.clone(),
@@ -670,7 +670,7 @@ impl TokenCleanupService {
             (Ok(()), _) => RunStatus::Succeeded,
         };
         if let (Err(e), None) = (&outcome, &record.error) {
-            record.error = Some(e.to_string());
+            record.error = Some(error_chain(e));
         }
         outcome.map_err(|e| with_final_progress(e, &record.progress))
     }
@@ -760,6 +760,18 @@ impl TokenCleanupService {
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
         self.inner.runs.runs(&RunQuery::latest(limit)).await
     }
+}
+
+/// An error and its sources, `: `-separated (for run records and notifications).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// Puts the final progress (duration, finish time) into a `RunFailed` error.

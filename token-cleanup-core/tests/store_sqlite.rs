@@ -32,3 +32,96 @@ token_cleanup_core::store_conformance_tests!(
 );
 token_cleanup_core::store_conformance_tests!(sqlite_unix_seconds, fresh(TimeFormat::UnixSeconds));
 token_cleanup_core::store_conformance_tests!(sqlite_unix_millis, fresh(TimeFormat::UnixMillis));
+
+/// Values written by SQLite itself (`strftime('%Y-%m-%d %H:%M:%f')`, three fraction
+/// digits; `datetime()`, none) compare exactly against a cutoff with a sub-second part.
+#[tokio::test]
+async fn sqlite_written_datetime_text_compares_exactly() {
+    use chrono::{TimeDelta, TimeZone, Utc};
+    use token_cleanup_core::{CleanupRequest, ManualClock, TokenCleanupService};
+
+    let store = fresh(TimeFormat::SqliteDatetimeText).await;
+    let rows = [
+        (
+            1,
+            "strftime('%Y-%m-%d %H:%M:%f', '2026-06-15 12:00:00.499')",
+        ),
+        (
+            2,
+            "strftime('%Y-%m-%d %H:%M:%f', '2026-06-15 12:00:00.500')",
+        ), // == cutoff: stays
+        (
+            3,
+            "strftime('%Y-%m-%d %H:%M:%f', '2026-06-15 12:00:00.501')",
+        ),
+        (4, "datetime('2026-06-15 12:00:00')"),
+        (5, "datetime('2026-06-15 12:00:01')"),
+        (6, "datetime('2026-06-15 23:00:00')"), // later the same day
+        (7, "datetime('2026-06-15 01:00:00')"),
+    ];
+    for (id, expr) in rows {
+        let sql = format!(
+            "INSERT INTO auth_tokens (id, token_type, token_hash, valid_until) VALUES ({id}, 'invite', 'h{id}', {expr})"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let cutoff =
+        Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap() + TimeDelta::milliseconds(500);
+    let service = TokenCleanupService::builder(store.clone())
+        .clock(Arc::new(ManualClock::new(cutoff)))
+        .build()
+        .unwrap();
+    let report = service
+        .cleanup_expired_tokens(CleanupRequest::new(["invite"]))
+        .await
+        .unwrap();
+    assert_eq!(report.total_cleaned, 3);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM auth_tokens ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, [2, 3, 5, 6]);
+}
+
+/// RFC 3339 text written with a `Z` suffix (not sqlx's `+00:00`) is never deleted early:
+/// at worst it is kept until the next second.
+#[tokio::test]
+async fn rfc3339_with_z_suffix_is_never_deleted_early() {
+    use chrono::{TimeZone, Utc};
+    use token_cleanup_core::{CleanupRequest, ManualClock, TokenCleanupService};
+
+    let store = fresh(TimeFormat::Rfc3339Text).await;
+    for (id, text) in [
+        (1, "2026-06-15T11:59:59Z"),
+        (2, "2026-06-15T12:00:00Z"),
+        (3, "2026-06-15T12:00:01Z"),
+    ] {
+        sqlx::query("INSERT INTO auth_tokens (id, token_type, token_hash, valid_until) VALUES (?, 'invite', ?, ?)")
+            .bind(id)
+            .bind(format!("h{id}"))
+            .bind(text)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let service = TokenCleanupService::builder(store.clone())
+        .clock(Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap(),
+        )))
+        .build()
+        .unwrap();
+    service
+        .cleanup_expired_tokens(CleanupRequest::new(["invite"]))
+        .await
+        .unwrap();
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM auth_tokens ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    // 11:59:59Z expired before the cutoff; 12:00:00Z is at it and stays (`Z` sorts after
+    // `+`, so such values err towards keeping).
+    assert_eq!(left, [2, 3]);
+}

@@ -1,0 +1,221 @@
+//! Spans, audit events, metrics and notifications of a run; token values never in them.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use sqlx::sqlite::SqlitePoolOptions;
+use token_cleanup_core::test_util::TestStore;
+use token_cleanup_core::test_util::suite::{mixed_tokens, service, t0};
+use token_cleanup_core::{
+    AUDIT_TARGET, CleanupRequest, Error, ManualClock, MemoryStore, Notification, Notifier,
+    SqliteStore, Thresholds, Token, TokenCleanupService, TokenStore, TokenTable, metrics as m,
+};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+async fn sqlite_store() -> Arc<SqliteStore> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = Arc::new(SqliteStore::new(pool, TokenTable::default()));
+    store.migrate().await.unwrap();
+    store
+}
+
+#[test]
+fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let store = sqlite_store().await;
+            // The test seeding writes `hash-<id>` as each token's hash.
+            store.insert_tokens(&mixed_tokens(5)).await.unwrap();
+            service(store)
+                .cleanup_expired_tokens(
+                    CleanupRequest::all_types()
+                        .batch_size(3)
+                        .requested_by("alice"),
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let logs = captured.text();
+    assert!(logs.contains(AUDIT_TARGET), "{logs}");
+    assert!(logs.contains("cleanup_started") && logs.contains("cleanup_finished"));
+    assert!(logs.contains("requested_by=\"alice\""), "{logs}");
+    assert!(logs.contains(&report.run_id.to_string()));
+    assert!(logs.contains("token_cleanup.run") && logs.contains("token_cleanup.batch"));
+    assert!(
+        logs.contains("rows=3"),
+        "batch spans record their rows: {logs}"
+    );
+    assert!(!logs.contains("hash-"), "a token hash reached the logs");
+}
+
+#[test]
+fn metrics_count_deleted_tokens_runs_and_batches() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let store = Arc::new(MemoryStore::new());
+            store.insert(mixed_tokens(4));
+            let svc = service(store);
+            svc.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(3))
+                .await
+                .unwrap();
+            svc.statistics(1).await.unwrap();
+        })
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let find = |name: &str, label: (&str, &str)| {
+        snapshot
+            .iter()
+            .filter(|(k, ..)| {
+                k.key().name() == name
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == label.0 && l.value() == label.1)
+            })
+            .map(|(.., v)| v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        find(m::TOKENS_DELETED, ("token_type", "invite")),
+        [&DebugValue::Counter(4)]
+    );
+    assert_eq!(
+        find(m::RUNS, ("status", "succeeded")),
+        [&DebugValue::Counter(1)]
+    );
+    match find(m::BATCH_DURATION, ("token_type", "invite"))[..] {
+        [DebugValue::Histogram(values)] => assert_eq!(values.len(), 2, "batches of 3 and 1"),
+        ref other => panic!("{other:?}"),
+    }
+    match find(m::EXPIRED_BACKLOG, ("token_type", "invite"))[..] {
+        [DebugValue::Gauge(v)] => assert_eq!(v.0, 0.0),
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recording {
+    seen: Mutex<Vec<Notification>>,
+    fail: bool,
+}
+
+#[async_trait]
+impl Notifier for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    async fn notify(&self, n: &Notification) -> token_cleanup_core::Result<()> {
+        self.seen.lock().unwrap().push(n.clone());
+        if self.fail {
+            Err(Error::Notify {
+                notifier: "recording".into(),
+                source: "peer down".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn notifications_follow_thresholds_and_never_fail_a_run() {
+    let store = Arc::new(MemoryStore::new());
+    store.insert(mixed_tokens(3));
+    let notifier = Arc::new(Recording::default());
+    let mut thresholds = Thresholds::default();
+    thresholds.tokens_cleaned_above = 5;
+    let svc = TokenCleanupService::builder(store.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .notifier(notifier.clone())
+        .thresholds(thresholds)
+        .build()
+        .unwrap();
+    // 3 tokens: below the threshold, not sent.
+    svc.cleanup_expired_tokens(CleanupRequest::new(["invite"]))
+        .await
+        .unwrap();
+    assert!(notifier.seen.lock().unwrap().is_empty());
+    // 9 tokens: above, sent.
+    svc.cleanup_expired_tokens(CleanupRequest::all_types())
+        .await
+        .unwrap();
+    assert!(matches!(
+        &notifier.seen.lock().unwrap()[..],
+        [Notification::CleanupCompleted(r)] if r.total_cleaned == 9
+    ));
+
+    // A failing notifier does not fail the run; a failed run is always notified.
+    let failing = Arc::new(Recording {
+        fail: true,
+        ..Recording::default()
+    });
+    store.insert([Token::new(500, "invite", t0() - TimeDelta::hours(1))]);
+    store.fail_deleting(500);
+    let svc = TokenCleanupService::builder(store.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .retry(token_cleanup_core::RetryPolicy::none())
+        .notifier(failing.clone())
+        .build()
+        .unwrap();
+    assert!(
+        svc.cleanup_expired_tokens(CleanupRequest::new(["invite"]))
+            .await
+            .is_err()
+    );
+    store.clear_failures();
+    let report = svc
+        .cleanup_expired_tokens(CleanupRequest::new(["invite"]))
+        .await
+        .unwrap();
+    assert_eq!(report.total_cleaned, 1);
+    let seen = failing.seen.lock().unwrap();
+    assert!(
+        matches!(&seen[..], [Notification::CleanupFailed { .. }]),
+        "{seen:?}"
+    );
+    let text = seen[0].render_text() + &seen[0].render_html();
+    assert!(text.contains("injected failure") && !text.contains("hash-"));
+}
