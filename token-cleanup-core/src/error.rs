@@ -111,6 +111,32 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A scheduled job's cron expression does not parse or never fires.
+    #[error("job `{job}` has an invalid cron expression `{expression}`")]
+    InvalidCron {
+        /// The job.
+        job: String,
+        /// The rejected expression.
+        expression: String,
+        /// Why it was rejected.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A notifier or scheduler setting is unusable (a URL that does not parse, an e-mail
+    /// address without `@`, a missing environment variable ...). Returned when the
+    /// component is configured, never when it first sends.
+    #[error("invalid configuration `{setting}`: {message}")]
+    InvalidConfig {
+        /// The setting (`smtp_url`, `webhook_url`, `SENDGRID_API_KEY` ...).
+        setting: &'static str,
+        /// What is wrong with it (never the value of a secret).
+        message: String,
+        /// The parser's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// A statement took longer than its configured timeout.
     #[error("{store} store timed out after {timeout:?} while trying to {operation}")]
     Timeout {
@@ -147,6 +173,8 @@ impl Error {
                 | Error::NegativeGrace { .. }
                 | Error::InvalidIdentifier { .. }
                 | Error::InvalidArgument { .. }
+                | Error::InvalidCron { .. }
+                | Error::InvalidConfig { .. }
         )
     }
 
@@ -169,6 +197,8 @@ impl Error {
             Error::RunFailed { .. } => "run_failed",
             Error::Notify { .. } => "notify_failed",
             Error::Timeout { .. } => "timeout",
+            Error::InvalidCron { .. } => "invalid_cron",
+            Error::InvalidConfig { .. } => "invalid_config",
         }
     }
 }

@@ -67,6 +67,8 @@ mod reporting;
 mod request;
 mod run;
 mod schedule;
+#[cfg(feature = "scheduler")]
+mod scheduler;
 mod serde_util;
 mod service;
 mod stats;
@@ -90,6 +92,9 @@ pub use schedule::{
     DAILY_CLEANUP, HOURLY_CLEANUP, JobAction, JobInfo, JobSpec, LastJobRun, Scheduler,
     WEEKLY_REPORT,
 };
+#[cfg(feature = "scheduler")]
+#[cfg_attr(docsrs, doc(cfg(feature = "scheduler")))]
+pub use scheduler::{CronScheduler, CronSchedulerBuilder, TokioClock};
 pub use service::{RunHandle, TokenCleanupService, TokenCleanupServiceBuilder};
 pub use stats::{
     MAX_STATISTICS_DAYS, Recommendation, RunHistory, Statistics, TARGET_BATCH_MS, Totals,

@@ -1,0 +1,98 @@
+//! Helpers shared by the scheduler and notifier tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use token_cleanup_core::{Clock, Notification, Notifier};
+
+/// Log lines written while the returned guard lives (this thread only, which is every
+/// task of a current-thread tokio test).
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Lines at WARN containing `needle`.
+    pub(crate) fn warnings_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every notification with the instant (by `clock`) it arrived.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorder {
+    clock: Arc<dyn Clock>,
+    pub(crate) seen: Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            seen: Arc::default(),
+        }
+    }
+
+    pub(crate) fn kinds(&self) -> Vec<&'static str> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n.kind())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Notifier for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    async fn notify(&self, n: &Notification) -> token_cleanup_core::Result<()> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((self.clock.now(), n.clone()));
+        Ok(())
+    }
+}
+
+/// 2026-03-01 is a Sunday.
+pub(crate) fn march(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0).unwrap()
+}
+
+pub(crate) fn feb(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 2, day, hour, minute, 0).unwrap()
+}
