@@ -60,6 +60,7 @@ mod clock;
 mod error;
 mod health;
 pub mod metrics;
+pub mod notifiers;
 mod notify;
 mod policy;
 mod report;

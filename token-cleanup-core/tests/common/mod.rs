@@ -1,6 +1,8 @@
 //! Helpers shared by the scheduler and notifier tests.
 #![allow(dead_code)]
 
+pub(crate) mod smtp_sink;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
