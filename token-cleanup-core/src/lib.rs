@@ -20,6 +20,10 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `sqlite` | [`SqliteStore`] (sqlx + sea-query, bundled SQLite) |
+//! | `scheduler` | [`CronScheduler`]: the default jobs and cron schedules on tokio, one run per tick across instances |
+//! | `smtp` | [`notifiers::SmtpNotifier`] (lettre, rustls) |
+//! | `sendgrid` | [`notifiers::SendGridNotifier`] (SendGrid v3 HTTP API; reqwest, rustls) |
+//! | `webhook` | [`notifiers::WebhookNotifier`] (signed JSON; reqwest, rustls) |
 //! | `test-util` | the store conformance suite ([`test_util`]) and fault injection |
 //!
 //! No backend is on by default: a host pays only for the database it uses.

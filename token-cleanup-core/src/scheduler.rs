@@ -7,7 +7,6 @@
 //! logged, never queued up.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,7 +26,7 @@ use crate::report::StopReason;
 use crate::request::{CleanupRequest, TokenTypes};
 use crate::run::{RunQuery, RunStatus};
 use crate::schedule::{DAILY_CLEANUP, JobAction, JobInfo, JobSpec, LastJobRun, Scheduler};
-use crate::service::TokenCleanupService;
+use crate::service::{TokenCleanupService, error_chain};
 use crate::table::token_types;
 
 /// A tick's lease is kept this long past the job's following tick, so that an instance
@@ -406,15 +405,16 @@ fn unknown_job(name: &str) -> Error {
 /// well-known when the host registered none).
 fn validate_scheduled(service: &TokenCleanupService, request: &CleanupRequest) -> Result<()> {
     service.validate(request)?;
-    if let (TokenTypes::Only(types), None) = (&request.token_types, service.registered_types()) {
-        if let Some(unknown) = types
+    let unknown = match (&request.token_types, service.registered_types()) {
+        (TokenTypes::Only(types), None) => types
             .iter()
-            .find(|t| !token_types::ALL.contains(&t.as_str()))
-        {
-            return Err(Error::UnknownTokenType {
-                token_type: unknown.clone(),
-            });
-        }
+            .find(|t| !token_types::ALL.contains(&t.as_str())),
+        _ => None,
+    };
+    if let Some(unknown) = unknown {
+        return Err(Error::UnknownTokenType {
+            token_type: unknown.clone(),
+        });
     }
     Ok(())
 }
@@ -422,18 +422,6 @@ fn validate_scheduled(service: &TokenCleanupService, request: &CleanupRequest) -
 /// `"<job>@<tick>"`, the tick in RFC 3339 UTC with seconds.
 fn lease_name(job: &str, tick: DateTime<Utc>) -> String {
     format!("{job}@{}", tick.to_rfc3339_opts(SecondsFormat::Secs, true))
-}
-
-/// The error and its sources, `: `-separated (store errors keep the driver's reason).
-fn error_chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Clears the "running" flag when [`Scheduler::run`] ends, however it ends.

@@ -51,11 +51,14 @@ impl Write for Logs {
     }
 }
 
+/// Notifications with the instant each arrived.
+pub(crate) type Seen = Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>;
+
 /// Keeps every notification with the instant (by `clock`) it arrived.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorder {
     clock: Arc<dyn Clock>,
-    pub(crate) seen: Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>,
+    pub(crate) seen: Seen,
 }
 
 impl Recorder {
