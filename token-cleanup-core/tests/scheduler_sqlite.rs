@@ -87,3 +87,42 @@ async fn two_instances_on_one_sqlite_file_run_the_tick_once() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn without_a_used_column_the_default_daily_job_removes_expired_tokens_only() {
+    use token_cleanup_core::{CleanupRequest, DAILY_CLEANUP, Error, JobAction, JobSpec};
+    let table = TokenTable::builder()
+        .used_column(None::<String>)
+        .build()
+        .unwrap();
+    let store = Arc::new(
+        SqliteStore::connect("sqlite::memory:", table)
+            .await
+            .unwrap(),
+    );
+    let service = TokenCleanupService::builder(store).build().unwrap();
+
+    let scheduler = CronScheduler::builder(service.clone()).build().unwrap();
+    let daily = scheduler
+        .job_specs()
+        .find(|j| j.name == DAILY_CLEANUP)
+        .unwrap();
+    match &daily.action {
+        JobAction::Cleanup(request) => assert!(!request.include_used),
+        other => panic!("{other:?}"),
+    }
+
+    // A job the host wrote itself that asks for used tokens is a configuration error.
+    let explicit = JobSpec::new(
+        DAILY_CLEANUP,
+        "0 2 * * *",
+        JobAction::Cleanup(CleanupRequest::all_types().include_used(true)),
+    );
+    assert!(matches!(
+        CronScheduler::builder(service).job(explicit).build(),
+        Err(Error::InvalidArgument {
+            name: "include_used",
+            ..
+        })
+    ));
+}
