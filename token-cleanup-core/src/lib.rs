@@ -20,7 +20,9 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `sqlite` | [`SqliteStore`] (sqlx + sea-query, bundled SQLite) |
-//! | `test-util` | the store conformance suite ([`test_util`]) and fault injection |
+//! | `admin` | the framework-free admin HTTP layer (module `admin`) that the axum and actix-web adapters mount |
+//! | `jwt` | `admin::JwtAuthorizer` (jsonwebtoken on aws-lc-rs) |
+//! | `test-util` | the store conformance suite ([`test_util`]) and fault injection; with `jwt`, the admin-API conformance suite |
 //!
 //! No backend is on by default: a host pays only for the database it uses.
 //!
@@ -56,6 +58,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod clock;
 mod error;
 mod health;
@@ -63,6 +68,7 @@ pub mod metrics;
 mod notify;
 mod policy;
 mod report;
+mod report_task;
 mod reporting;
 mod request;
 mod run;
@@ -83,9 +89,10 @@ pub use health::{DatabaseHealth, HealthConfig, HealthReport, HealthStatus};
 pub use notify::{FanOutNotifier, Notification, Notifier, Thresholds, TracingNotifier};
 pub use policy::{GracePolicy, RetryPolicy};
 pub use report::{CleanupReport, StopReason};
+pub use report_task::ReportHandle;
 pub use reporting::{PeriodReport, ReportPeriod, RunError, escape_html};
 pub use request::{CleanupRequest, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, TokenTypes, Trigger};
-pub use run::{RunQuery, RunRecord, RunStatus};
+pub use run::{RunKind, RunQuery, RunRecord, RunStatus};
 pub use schedule::{
     DAILY_CLEANUP, HOURLY_CLEANUP, JobAction, JobInfo, JobSpec, LastJobRun, Scheduler,
     WEEKLY_REPORT,
