@@ -129,7 +129,7 @@ pub enum Error {
     },
 
     /// The caller sent too many requests (admin API: `429`).
-    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    #[error("too many requests from this admin; retry after the time in `Retry-After`")]
     RateLimited {
         /// When the next request will be accepted.
         retry_after: Duration,

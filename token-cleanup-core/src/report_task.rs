@@ -5,11 +5,11 @@ use std::time::Instant;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::AUDIT_TARGET;
 use crate::error::{Error, Result};
 use crate::reporting::{PeriodReport, ReportPeriod};
 use crate::run::{RunRecord, RunStatus};
 use crate::service::TokenCleanupService;
-use crate::AUDIT_TARGET;
 
 /// A report task started by [`TokenCleanupService::spawn_report`].
 #[derive(Debug)]
@@ -83,7 +83,9 @@ impl TokenCleanupService {
             } else {
                 this.generate_report(period).await
             };
-            record.progress.finish(started.elapsed(), this.clock().now());
+            record
+                .progress
+                .finish(started.elapsed(), this.clock().now());
             record.finished_at = Some(record.progress.finished_at);
             match &result {
                 Ok(report) => {

@@ -68,6 +68,9 @@ impl fmt::Display for AdminIdentity {
 #[async_trait]
 pub trait AdminAuthorizer: Send + Sync + fmt::Debug + 'static {
     /// The admin making `request` to `endpoint`, or why not.
-    async fn authorize(&self, endpoint: Endpoint, request: &RequestHead<'_>)
-    -> Result<AdminIdentity>;
+    async fn authorize(
+        &self,
+        endpoint: Endpoint,
+        request: &RequestHead<'_>,
+    ) -> Result<AdminIdentity>;
 }

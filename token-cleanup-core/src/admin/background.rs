@@ -70,7 +70,10 @@ impl SchedulerTask {
 /// task.join().await;
 /// # }
 /// ```
-pub fn spawn_scheduler(scheduler: Arc<dyn Scheduler>, shutdown: CancellationToken) -> SchedulerTask {
+pub fn spawn_scheduler(
+    scheduler: Arc<dyn Scheduler>,
+    shutdown: CancellationToken,
+) -> SchedulerTask {
     let token = shutdown.clone();
     let join = tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
@@ -94,7 +97,10 @@ pub fn spawn_scheduler(scheduler: Arc<dyn Scheduler>, shutdown: CancellationToke
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = FIRST_BACKOFF;
             }
-            if tokio::time::timeout(backoff, token.cancelled()).await.is_ok() {
+            if tokio::time::timeout(backoff, token.cancelled())
+                .await
+                .is_ok()
+            {
                 break;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -206,9 +206,14 @@ impl<'a> RequestHead<'a> {
 
 /// Header values that carry credentials are never printed.
 fn is_secret_header(name: &str) -> bool {
-    ["authorization", "proxy-authorization", "cookie", "x-api-key"]
-        .iter()
-        .any(|s| name.eq_ignore_ascii_case(s))
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+    ]
+    .iter()
+    .any(|s| name.eq_ignore_ascii_case(s))
 }
 
 impl fmt::Debug for RequestHead<'_> {
@@ -216,7 +221,16 @@ impl fmt::Debug for RequestHead<'_> {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
-            .map(|(n, v)| (*n, if is_secret_header(n) { "<redacted>" } else { *v }))
+            .map(|(n, v)| {
+                (
+                    *n,
+                    if is_secret_header(n) {
+                        "<redacted>"
+                    } else {
+                        *v
+                    },
+                )
+            })
             .collect();
         f.debug_struct("RequestHead")
             .field("method", &self.method)
@@ -299,8 +313,14 @@ mod tests {
 
     #[test]
     fn routes_match_exactly() {
-        assert_eq!(Endpoint::matching("/statistics"), Some(Endpoint::Statistics));
-        assert_eq!(Endpoint::matching("/task-status/abc"), Some(Endpoint::TaskStatus));
+        assert_eq!(
+            Endpoint::matching("/statistics"),
+            Some(Endpoint::Statistics)
+        );
+        assert_eq!(
+            Endpoint::matching("/task-status/abc"),
+            Some(Endpoint::TaskStatus)
+        );
         assert_eq!(Endpoint::matching("/task-status/"), None);
         assert_eq!(Endpoint::matching("/task-status/a/b"), None);
         assert_eq!(Endpoint::matching("/statistics/"), None);

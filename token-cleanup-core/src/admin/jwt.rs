@@ -115,7 +115,9 @@ impl JwtAuthorizer {
     }
 
     fn require(&mut self, claim: &str) {
-        self.validation.required_spec_claims.insert(claim.to_owned());
+        self.validation
+            .required_spec_claims
+            .insert(claim.to_owned());
     }
 
     /// Requires claim `iss` to be `issuer`.
@@ -161,16 +163,16 @@ impl JwtAuthorizer {
     pub fn verify(&self, token: &str) -> Result<AdminIdentity> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| {
-                let reason = match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::ImmatureSignature => "the token is not valid yet",
-                    _ => "the token is not valid",
-                };
-                Error::Unauthenticated {
-                    reason,
-                    source: Some(Box::new(e)),
-                }
-            })?;
+            let reason = match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet",
+                _ => "the token is not valid",
+            };
+            Error::Unauthenticated {
+                reason,
+                source: Some(Box::new(e)),
+            }
+        })?;
         let claims = data.claims;
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -215,7 +217,8 @@ pub(crate) fn base64_url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -237,7 +240,12 @@ mod tests {
     }
 
     fn hs(claims: Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     fn reason(r: Result<AdminIdentity>) -> &'static str {
@@ -252,7 +260,10 @@ mod tests {
     fn short_secrets_are_refused() {
         assert!(matches!(
             JwtAuthorizer::hs256(b"short"),
-            Err(Error::InvalidArgument { name: "jwt_secret", .. })
+            Err(Error::InvalidArgument {
+                name: "jwt_secret",
+                ..
+            })
         ));
     }
 
@@ -262,7 +273,9 @@ mod tests {
         let exp = now() + 600;
         let ok = auth.verify(&hs(json!({"sub": "alice", "exp": exp, "role": "admin"})));
         assert_eq!(ok.unwrap().subject(), "alice");
-        let ok = auth.verify(&hs(json!({"sub": "bob", "exp": exp, "roles": ["x", "admin"]})));
+        let ok = auth.verify(&hs(
+            json!({"sub": "bob", "exp": exp, "roles": ["x", "admin"]}),
+        ));
         assert_eq!(ok.unwrap().subject(), "bob");
         let user = auth.verify(&hs(json!({"sub": "eve", "exp": exp, "roles": ["user"]})));
         assert_eq!(reason(user), "forbidden");
@@ -281,9 +294,12 @@ mod tests {
         let auth = JwtAuthorizer::hs256(SECRET).unwrap();
         let no_exp = auth.verify(&hs(json!({"sub": "a", "role": "admin"})));
         assert_eq!(reason(no_exp), "the token is not valid");
-        let expired = auth.verify(&hs(json!({"sub": "a", "role": "admin", "exp": now() - 120})));
+        let expired = auth.verify(&hs(
+            json!({"sub": "a", "role": "admin", "exp": now() - 120}),
+        ));
         assert_eq!(reason(expired), "the token has expired");
-        let early = hs(json!({"sub": "a", "role": "admin", "exp": now() + 900, "nbf": now() + 600}));
+        let early =
+            hs(json!({"sub": "a", "role": "admin", "exp": now() + 900, "nbf": now() + 600}));
         assert_eq!(reason(auth.verify(&early)), "the token is not valid yet");
         let no_sub = auth.verify(&hs(json!({"role": "admin", "exp": now() + 60})));
         assert_eq!(reason(no_sub), "the token is not valid");
@@ -300,8 +316,12 @@ mod tests {
         let exp = now() + 600;
         let good = json!({"sub": "a", "role": "admin", "exp": exp, "iss": "https://auth", "aud": "cleanup"});
         assert!(auth.verify(&hs(good)).is_ok());
-        let other_iss = json!({"sub": "a", "role": "admin", "exp": exp, "iss": "x", "aud": "cleanup"});
-        assert_eq!(reason(auth.verify(&hs(other_iss))), "the token is not valid");
+        let other_iss =
+            json!({"sub": "a", "role": "admin", "exp": exp, "iss": "x", "aud": "cleanup"});
+        assert_eq!(
+            reason(auth.verify(&hs(other_iss))),
+            "the token is not valid"
+        );
         let no_aud = json!({"sub": "a", "role": "admin", "exp": exp, "iss": "https://auth"});
         assert_eq!(reason(auth.verify(&hs(no_aud))), "the token is not valid");
     }
@@ -312,11 +332,19 @@ mod tests {
         let claims = json!({"sub": "a", "role": "admin", "exp": now() + 600});
         // `alg: none`, unsigned.
         let b64 = |v: &Value| base64_url(&serde_json::to_vec(v).unwrap());
-        let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims)
+        );
         assert_eq!(reason(auth.verify(&none)), "the token is not valid");
         // HS384 with the same secret.
-        let hs384 = encode(&Header::new(Algorithm::HS384), &claims, &EncodingKey::from_secret(SECRET))
-            .unwrap();
+        let hs384 = encode(
+            &Header::new(Algorithm::HS384),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(reason(auth.verify(&hs384)), "the token is not valid");
         // Another secret.
         let other = encode(
@@ -364,12 +392,19 @@ mod tests {
         assert_eq!(reason(rs_auth.verify(&es)), "the token is not valid");
         assert_eq!(reason(es_auth.verify(&rs)), "the token is not valid");
         // An HS256 token "signed" with the public key text must not pass as RS256.
-        let confused = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(rsa_public))
-            .unwrap();
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(rsa_public),
+        )
+        .unwrap();
         assert_eq!(reason(rs_auth.verify(&confused)), "the token is not valid");
         assert!(matches!(
             JwtAuthorizer::rs256_pem(b"not a key"),
-            Err(Error::InvalidArgument { name: "jwt_key", .. })
+            Err(Error::InvalidArgument {
+                name: "jwt_key",
+                ..
+            })
         ));
     }
 }

@@ -57,7 +57,8 @@ impl RateLimit {
             name: "rate_limit",
             message: message.to_owned(),
         };
-        let count = NonZeroU32::new(self.count).ok_or_else(|| invalid("count must be at least 1"))?;
+        let count =
+            NonZeroU32::new(self.count).ok_or_else(|| invalid("count must be at least 1"))?;
         let burst = NonZeroU32::new(self.burst.unwrap_or(self.count))
             .ok_or_else(|| invalid("burst must be at least 1"))?;
         let period = self.per / count.get();

@@ -118,7 +118,10 @@ pub(crate) fn document(public_openapi: bool) -> utoipa::openapi::OpenApi {
             add("403", error_response("Valid credentials, but not an admin"));
         }
         if endpoint.method() == Method::Post {
-            add("413", error_response("The request body is larger than the configured limit"));
+            add(
+                "413",
+                error_response("The request body is larger than the configured limit"),
+            );
         }
         if endpoint.is_mutating() {
             add(
@@ -130,7 +133,10 @@ pub(crate) fn document(public_openapi: bool) -> utoipa::openapi::OpenApi {
                 ),
             );
         }
-        add("500", error_response("Internal error; details are in the server log"));
+        add(
+            "500",
+            error_response("Internal error; details are in the server log"),
+        );
         op.security = Some(if public {
             Vec::new()
         } else {
@@ -157,7 +163,11 @@ mod tests {
             assert_eq!(op.operation_id.as_deref(), Some(endpoint.name()));
             let statuses: Vec<&str> = op.responses.responses.keys().map(String::as_str).collect();
             for status in ["401", "403", "500"] {
-                assert!(statuses.contains(&status), "{} lacks {status}", endpoint.path());
+                assert!(
+                    statuses.contains(&status),
+                    "{} lacks {status}",
+                    endpoint.path()
+                );
             }
             assert_eq!(statuses.contains(&"429"), endpoint.is_mutating());
             assert_eq!(statuses.contains(&"413"), endpoint.method() == Method::Post);
