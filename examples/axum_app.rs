@@ -22,8 +22,7 @@ use token_cleanup::axum::spawn_scheduler;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = match common::Config::from_env() {
@@ -46,14 +45,14 @@ async fn serve(config: common::Config) -> Result<(), String> {
     let app = common::axum_app(api);
 
     let jobs = spawn_scheduler(scheduler, shutdown.clone());
-    let listener = tokio::net::TcpListener::bind(&config.bind)
+    let listener = common::listen(&config.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
     println!("listening on http://{}", config.bind);
     let signal = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            common::shutdown_signal().await;
             // Running cleanups stop at their next batch boundary.
             signal.cancel();
         })

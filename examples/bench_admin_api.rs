@@ -21,11 +21,22 @@ const ROUNDS: usize = 3;
 #[tokio::main]
 async fn main() {
     let shutdown = CancellationToken::new();
-    let axum_addr = load::serve_axum(load::seeded_store("bench-axum", 10_000).await, shutdown.clone()).await;
-    let (actix_addr, actix) = load::serve_actix(load::seeded_store("bench-actix", 10_000).await, shutdown.clone());
+    let axum_addr = load::serve_axum(
+        load::seeded_store("bench-axum", 10_000).await,
+        shutdown.clone(),
+    );
+    let (actix_addr, actix) = load::serve_actix(
+        load::seeded_store("bench-actix", 10_000).await,
+        shutdown.clone(),
+    );
 
-    println!("{CONCURRENT} concurrent requests per burst, {ROUNDS} bursts, loopback, SQLite 10k tokens");
-    println!("{:<7} {:<22} {:>9} {:>9} {:>9} {:>10}", "app", "request", "p50 ms", "p99 ms", "max ms", "burst ms");
+    println!(
+        "{CONCURRENT} concurrent requests per burst, {ROUNDS} bursts, loopback, SQLite 10k tokens"
+    );
+    println!(
+        "{:<7} {:<22} {:>9} {:>9} {:>9} {:>10}",
+        "app", "request", "p50 ms", "p99 ms", "max ms", "burst ms"
+    );
     for (name, addr) in [("axum", axum_addr), ("actix", actix_addr)] {
         for (method, path) in [
             ("GET", "/api/admin/cleanup/statistics"),

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         eprintln!("ADMIN_JWT_SECRET is not set (the secret the host verifies tokens with)");
         return ExitCode::from(2);
     };
-    let subject = std::env::args().nth(1).unwrap_or_else(|| "admin".to_owned());
+    let subject = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "admin".to_owned());
     let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({
         "sub": subject,

@@ -24,15 +24,26 @@ async fn check(name: &str, addr: std::net::SocketAddr) {
             .filter(|(outcome, _)| outcome != &Ok(200))
             .map(|(outcome, _)| outcome.clone())
             .collect();
-        assert!(failures.is_empty(), "{name} {method} {path}: {} failed, e.g. {:?}", failures.len(), failures.first());
+        assert!(
+            failures.is_empty(),
+            "{name} {method} {path}: {} failed, e.g. {:?}",
+            failures.len(),
+            failures.first()
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_example_hosts_answer_200_concurrent_requests() {
     let shutdown = CancellationToken::new();
-    let axum_addr = load::serve_axum(load::seeded_store("load-axum", 2_000).await, shutdown.clone()).await;
-    let (actix_addr, actix) = load::serve_actix(load::seeded_store("load-actix", 2_000).await, shutdown.clone());
+    let axum_addr = load::serve_axum(
+        load::seeded_store("load-axum", 2_000).await,
+        shutdown.clone(),
+    );
+    let (actix_addr, actix) = load::serve_actix(
+        load::seeded_store("load-actix", 2_000).await,
+        shutdown.clone(),
+    );
     check("axum", axum_addr).await;
     check("actix", actix_addr).await;
     shutdown.cancel();

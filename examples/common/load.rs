@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use token_cleanup::admin::AdminApi;
 use token_cleanup::{CancellationToken, SqliteStore, TokenStore, TokenTable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::common;
 
@@ -24,7 +24,9 @@ pub async fn seeded_store(name: &str, tokens: i64) -> Arc<dyn TokenStore> {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let url = format!("sqlite://{}", path.display());
-    let store = SqliteStore::connect(&url, TokenTable::default()).await.expect("open SQLite");
+    let store = SqliteStore::connect(&url, TokenTable::default())
+        .await
+        .expect("open SQLite");
     store.migrate().await.expect("migrate");
     let now = chrono::Utc::now();
     let types = token_cleanup::token_types::ALL;
@@ -62,26 +64,41 @@ pub fn admin_token() -> String {
 }
 
 fn api(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> AdminApi {
-    common::build(store, SECRET, shutdown).expect("valid configuration").0
+    common::build(store, SECRET, shutdown)
+        .expect("valid configuration")
+        .0
 }
 
-/// Serves the axum example app on the current runtime; returns its address.
-pub async fn serve_axum(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> SocketAddr {
-    let app = common::axum_app(api(store, shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .expect("axum server");
+/// Serves the axum example app on its own 2-thread runtime (as a host process would,
+/// apart from the load generator); returns its address.
+pub fn serve_axum(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async move {
+            let app = common::axum_app(api(store, shutdown.clone()));
+            let listener = common::listen("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("address"))
+                .expect("report the address");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .expect("axum server");
+        });
     });
-    addr
+    rx.recv().expect("the axum server starts")
 }
 
 /// Serves the actix example app (2 workers) on its own thread; returns its address and a
 /// handle that stops it.
-pub fn serve_actix(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> (SocketAddr, actix_web::dev::ServerHandle) {
+pub fn serve_actix(
+    store: Arc<dyn TokenStore>,
+    shutdown: CancellationToken,
+) -> (SocketAddr, actix_web::dev::ServerHandle) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -93,7 +110,8 @@ pub fn serve_actix(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> (
                 .expect("bind");
             let addr = server.addrs()[0];
             let server = server.run();
-            tx.send((addr, server.handle())).expect("report the address");
+            tx.send((addr, server.handle()))
+                .expect("report the address");
             server.await.expect("actix server");
         });
     });
@@ -101,21 +119,37 @@ pub fn serve_actix(store: Arc<dyn TokenStore>, shutdown: CancellationToken) -> (
 }
 
 /// One HTTP/1.1 request on its own connection; the status code, or an error text.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, token: &str) -> Result<u16, String> {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> Result<u16, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:?}", text.chars().take(80).collect::<String>()))?;
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP response: {:?}",
+                text.chars().take(80).collect::<String>()
+            )
+        })?;
     if !text.contains("\r\n\r\n{") {
         return Err(format!("status {status} without a JSON body"));
     }
@@ -137,9 +171,12 @@ pub async fn burst(
             let token = token.clone();
             tokio::spawn(async move {
                 let t = Instant::now();
-                let outcome = tokio::time::timeout(Duration::from_secs(30), request(addr, method, path, &token))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out after 30 s".to_owned()));
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    request(addr, method, path, &token),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out after 30 s".to_owned()));
                 (outcome, t.elapsed())
             })
         })

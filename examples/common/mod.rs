@@ -58,13 +58,23 @@ pub async fn connect_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
             .map_err(|e| format!("cannot open {url}: {e}"))?;
         Arc::new(store)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("this build has no PostgreSQL store yet (it arrives with the `postgres` feature)".into());
+        return Err(
+            "this build has no PostgreSQL store yet (it arrives with the `postgres` feature)"
+                .into(),
+        );
     } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        return Err("this build has no MySQL store yet (it arrives with the `mysql` feature)".into());
+        return Err(
+            "this build has no MySQL store yet (it arrives with the `mysql` feature)".into(),
+        );
     } else {
-        return Err(format!("DATABASE_URL must start with sqlite:, postgres:// or mysql://, not {url:?}"));
+        return Err(format!(
+            "DATABASE_URL must start with sqlite:, postgres:// or mysql://, not {url:?}"
+        ));
     };
-    store.migrate().await.map_err(|e| format!("cannot create the tables: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot create the tables: {e}"))?;
     Ok(store)
 }
 
@@ -138,11 +148,17 @@ impl Scheduler for HourlyScheduler {
         loop {
             let tick = Self::next_tick(Utc::now());
             let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            if tokio::time::timeout(wait, shutdown.cancelled()).await.is_ok() {
+            if tokio::time::timeout(wait, shutdown.cancelled())
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             let request = CleanupRequest::all_types().scheduled(HOURLY_CLEANUP);
-            let result = self.service.cleanup_with_cancel(request, shutdown.clone()).await;
+            let result = self
+                .service
+                .cleanup_with_cancel(request, shutdown.clone())
+                .await;
             let last: LastJobRun = serde_json::from_value(serde_json::json!({
                 "fired_at": tick,
                 "run_id": result.as_ref().ok().map(|r| r.run_id),
@@ -155,12 +171,58 @@ impl Scheduler for HourlyScheduler {
     }
 }
 
+/// Ctrl-C, or SIGTERM on Unix.
+#[cfg(feature = "axum")]
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Listens on `addr` with a backlog of 1024 connections. `tokio::net::TcpListener::bind`
+/// uses 128 (like std): a burst of a few hundred new connections then overflows the
+/// queue, and the kernel drops SYNs that clients retry only after a second.
+#[cfg(feature = "axum")]
+pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// The axum host: a route of its own and the admin API under [`ADMIN_PREFIX`].
 #[cfg(feature = "axum")]
 pub fn axum_app(api: AdminApi) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
-        .route("/", get(|| async { "host application: admin API under /api/admin/cleanup\n" }))
+        .route(
+            "/",
+            get(|| async { "host application: admin API under /api/admin/cleanup\n" }),
+        )
         .nest(ADMIN_PREFIX, token_cleanup::axum::admin_routes(api))
 }
 
