@@ -283,10 +283,8 @@ impl AdminApi {
             let admin = self.inner.authorizer.authorize(endpoint, call.head).await?;
             call.admin = Some(admin);
         }
-        if endpoint.is_mutating() {
-            if let Some(limiter) = &self.inner.limiter {
-                limiter.check(call.admin_subject())?;
-            }
+        if let (true, Some(limiter)) = (endpoint.is_mutating(), &self.inner.limiter) {
+            limiter.check(call.admin_subject())?;
         }
         call.body = body?;
         match endpoint {

@@ -121,6 +121,7 @@ pub struct TaskProgress {
 /// The result of a finished task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // one per response; boxing would only add noise
 pub enum TaskResult {
     /// A cleanup's report.
     Cleanup(CleanupReport),
