@@ -8,7 +8,7 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
-//! | `jwt` | [`JwtAuthorizer`] (HS256 / RS256 / ES256 admin tokens) |
+//! | `jwt` | `JwtAuthorizer` (HS256 / RS256 / ES256 admin tokens) |
 //! | `test-util` | `AxumIntegration`, this adapter in the core's admin-API conformance suite |
 //!
 //! ## Mounting

@@ -32,11 +32,11 @@
 //! # #[cfg(feature = "sqlite")]
 //! # async fn example() -> Result<(), token_cleanup_core::Error> {
 //! use std::sync::Arc;
-//! use token_cleanup_core::{CleanupRequest, SqliteStore, TokenCleanupService, TokenTable, token_types};
+//! use token_cleanup_core::{CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types};
 //!
 //! let pool = sqlx::SqlitePool::connect("sqlite://app.db").await.expect("database");
 //! let store = Arc::new(SqliteStore::new(pool, TokenTable::default()));
-//! store.migrate_all().await?;
+//! store.migrate().await?;
 //!
 //! let service = TokenCleanupService::builder(store).build()?;
 //! let report = service
@@ -51,7 +51,7 @@
 //! Every run is a `token_cleanup.run` span and every batch a `token_cleanup.batch` span
 //! (run id, type, batch size, rows, duration). Audit events (who started what, and the
 //! outcome) are emitted on the target [`AUDIT_TARGET`]. Metrics go through the `metrics`
-//! facade; see [`metrics`](crate::metrics) for the names. Token values never appear in
+//! facade; see [`metrics`] for the names. Token values never appear in
 //! any of them: the engine only ever handles counts, types and instants.
 //!
 //! [`cleanup_expired_tokens`]: TokenCleanupService::cleanup_expired_tokens

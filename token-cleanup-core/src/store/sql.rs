@@ -47,7 +47,7 @@ impl TimeEncoding {
                 }
                 TimeFormat::UnixMillis => {
                     let ceil = at.timestamp_millis()
-                        + i64::from(at.timestamp_subsec_nanos() % 1_000_000 > 0);
+                        + i64::from(!at.timestamp_subsec_nanos().is_multiple_of(1_000_000));
                     ceil.into()
                 }
             },
