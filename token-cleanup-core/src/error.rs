@@ -137,6 +137,60 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The caller presented no valid credentials (admin API: `401`).
+    #[error("authentication required: {reason}")]
+    Unauthenticated {
+        /// What was wrong, in words safe to show the caller (never the credential).
+        reason: &'static str,
+        /// The verifier's error, for the log.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The caller is authenticated but may not do this (admin API: `403`).
+    #[error("an admin role is required")]
+    Forbidden {
+        /// Who asked.
+        subject: String,
+    },
+
+    /// The caller sent too many requests (admin API: `429`).
+    #[error("too many requests from this admin; retry after the time in `Retry-After`")]
+    RateLimited {
+        /// When the next request will be accepted.
+        retry_after: Duration,
+    },
+
+    /// The request body is larger than allowed (admin API: `413`).
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// The request body is not JSON, or could not be read (admin API: `400`).
+    #[error("request body is not valid JSON")]
+    MalformedBody {
+        /// The parser's or the transport's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The request body is JSON of the wrong shape (admin API: `422`).
+    #[error("request body does not match the expected shape")]
+    InvalidBody {
+        /// The decoder's error (field names and types, never values of credentials).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Nothing with that id or path (admin API: `404`).
+    #[error("no such {what}")]
+    NotFound {
+        /// What was looked up (`task`, `endpoint`).
+        what: &'static str,
+    },
+
     /// A statement took longer than its configured timeout.
     #[error("{store} store timed out after {timeout:?} while trying to {operation}")]
     Timeout {
@@ -175,6 +229,9 @@ impl Error {
                 | Error::InvalidArgument { .. }
                 | Error::InvalidCron { .. }
                 | Error::InvalidConfig { .. }
+                | Error::PayloadTooLarge { .. }
+                | Error::MalformedBody { .. }
+                | Error::InvalidBody { .. }
         )
     }
 
@@ -199,6 +256,13 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::InvalidCron { .. } => "invalid_cron",
             Error::InvalidConfig { .. } => "invalid_config",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::Forbidden { .. } => "forbidden",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::MalformedBody { .. } => "malformed_json",
+            Error::InvalidBody { .. } => "invalid_body",
+            Error::NotFound { .. } => "not_found",
         }
     }
 }

@@ -58,6 +58,7 @@ impl HealthConfig {
 }
 
 /// Overall status.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -70,6 +71,7 @@ pub enum HealthStatus {
 }
 
 /// The database probe.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DatabaseHealth {
@@ -82,6 +84,7 @@ pub struct DatabaseHealth {
 }
 
 /// Result of a health check.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HealthReport {
@@ -171,11 +174,13 @@ impl TokenCleanupService {
             Ok(runs) => {
                 last_scheduled_success = runs
                     .iter()
+                    .filter(|r| r.kind.is_cleanup())
                     .filter(|r| r.trigger == Trigger::Scheduled && r.status == RunStatus::Succeeded)
                     .filter_map(|r| r.finished_at)
                     .max();
                 let recent: Vec<_> = runs
                     .iter()
+                    .filter(|r| r.kind.is_cleanup())
                     .filter(|r| r.created_at >= window_start && r.status.is_finished())
                     .collect();
                 if !recent.is_empty() {

@@ -24,7 +24,9 @@
 //! | `smtp` | [`notifiers::SmtpNotifier`] (lettre, rustls) |
 //! | `sendgrid` | [`notifiers::SendGridNotifier`] (SendGrid v3 HTTP API; reqwest, rustls) |
 //! | `webhook` | [`notifiers::WebhookNotifier`] (signed JSON; reqwest, rustls) |
-//! | `test-util` | the store conformance suite ([`test_util`]) and fault injection |
+//! | `admin` | the framework-free admin HTTP layer (module `admin`) that the axum and actix-web adapters mount |
+//! | `jwt` | `admin::JwtAuthorizer` (jsonwebtoken on aws-lc-rs) |
+//! | `test-util` | the store conformance suite ([`test_util`]) and fault injection; with `jwt`, the admin-API conformance suite |
 //!
 //! No backend is on by default: a host pays only for the database it uses.
 //!
@@ -60,6 +62,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod clock;
 mod error;
 mod health;
@@ -68,6 +73,7 @@ pub mod notifiers;
 mod notify;
 mod policy;
 mod report;
+mod report_task;
 mod reporting;
 mod request;
 mod run;
@@ -90,9 +96,10 @@ pub use health::{DatabaseHealth, HealthConfig, HealthReport, HealthStatus};
 pub use notify::{FanOutNotifier, Notification, Notifier, Thresholds, TracingNotifier};
 pub use policy::{GracePolicy, RetryPolicy};
 pub use report::{CleanupReport, StopReason};
+pub use report_task::ReportHandle;
 pub use reporting::{PeriodReport, ReportPeriod, RunError, escape_html};
 pub use request::{CleanupRequest, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, TokenTypes, Trigger};
-pub use run::{RunQuery, RunRecord, RunStatus};
+pub use run::{RunKind, RunQuery, RunRecord, RunStatus};
 pub use schedule::{
     DAILY_CLEANUP, HOURLY_CLEANUP, JobAction, JobInfo, JobSpec, LastJobRun, Scheduler,
     WEEKLY_REPORT,

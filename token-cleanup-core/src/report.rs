@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Why a run ended before it ran out of expired tokens.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -24,6 +25,7 @@ pub enum StopReason {
 /// In a dry run the counts are what a real run would have deleted and `batches` is 0.
 ///
 /// [`TokenCleanupService::cleanup_expired_tokens`]: crate::TokenCleanupService::cleanup_expired_tokens
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CleanupReport {
@@ -41,9 +43,11 @@ pub struct CleanupReport {
     pub batch_size: u32,
     /// Wall time of the run.
     #[serde(with = "crate::serde_util::millis", rename = "duration_ms")]
+    #[cfg_attr(feature = "admin", schema(value_type = u64))]
     pub duration: Duration,
     /// Slowest committed batch.
     #[serde(with = "crate::serde_util::millis", rename = "slowest_batch_ms")]
+    #[cfg_attr(feature = "admin", schema(value_type = u64))]
     pub slowest_batch: Duration,
     /// `total_cleaned / duration`.
     pub tokens_per_second: f64,

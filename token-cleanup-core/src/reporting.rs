@@ -14,6 +14,7 @@ use crate::service::TokenCleanupService;
 use crate::stats::RunHistory;
 
 /// Report window.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportPeriod {
@@ -66,6 +67,7 @@ impl FromStr for ReportPeriod {
 }
 
 /// A failed run, as listed in a report.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RunError {
@@ -78,6 +80,7 @@ pub struct RunError {
 }
 
 /// Aggregates of the runs in one period.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PeriodReport {
@@ -115,7 +118,7 @@ impl TokenCleanupService {
             .partition(|r| r.trigger == crate::Trigger::Scheduled);
         let errors = runs
             .iter()
-            .filter(|r| r.status == RunStatus::Failed)
+            .filter(|r| r.kind.is_cleanup() && r.status == RunStatus::Failed)
             .take(20)
             .map(|r| RunError {
                 run_id: r.id,

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::report::CleanupReport;
-use crate::request::{CleanupRequest, Trigger};
+use crate::reporting::{PeriodReport, ReportPeriod};
+use crate::request::{CleanupRequest, TokenTypes, Trigger};
 
 /// Lifecycle of a run.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -72,6 +74,42 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Error text of a failed run (store errors only; never token values).
     pub error: Option<String>,
+    /// What the run does. Records written before report tasks existed have no kind and
+    /// read back as cleanups.
+    #[serde(default, skip_serializing_if = "RunKind::is_cleanup")]
+    pub kind: RunKind,
+    /// The finished report of a [`RunKind::Report`] task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<PeriodReport>,
+}
+
+/// What a recorded run does.
+///
+/// Report generation started through the admin API is recorded like a cleanup run, so
+/// that its status and result can be read from any instance through the same
+/// [`RunStore`](crate::RunStore). Such records cover no token types, so they never block
+/// a cleanup, and statistics, reports and health leave them out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunKind {
+    /// A cleanup run.
+    #[default]
+    Cleanup,
+    /// Generation of a periodic report.
+    Report {
+        /// The period.
+        period: ReportPeriod,
+        /// Whether the report is sent through the notifier once built.
+        send: bool,
+    },
+}
+
+impl RunKind {
+    /// `true` for [`RunKind::Cleanup`].
+    pub fn is_cleanup(&self) -> bool {
+        matches!(self, RunKind::Cleanup)
+    }
 }
 
 impl RunRecord {
@@ -93,7 +131,24 @@ impl RunRecord {
             created_at: now,
             finished_at: None,
             error: None,
+            kind: RunKind::Cleanup,
+            report: None,
         }
+    }
+
+    /// A queued report task (no token types, an empty cleanup progress).
+    pub(crate) fn report_task(
+        period: ReportPeriod,
+        send: bool,
+        requested_by: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut request = CleanupRequest::all_types();
+        request.token_types = TokenTypes::Only(Vec::new());
+        request.requested_by = requested_by;
+        let mut record = Self::new(&request, Vec::new(), now);
+        record.kind = RunKind::Report { period, send };
+        record
     }
 
     /// Wall time of a finished run.

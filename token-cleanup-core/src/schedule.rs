@@ -104,6 +104,7 @@ impl JobSpec {
 }
 
 /// The last run of a job, as listed by [`Scheduler::jobs`].
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LastJobRun {
@@ -118,6 +119,7 @@ pub struct LastJobRun {
 }
 
 /// A job as listed by the scheduler (the admin API's scheduled-tasks endpoint).
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct JobInfo {

@@ -16,6 +16,7 @@ use crate::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, metrics as m};
 pub const MAX_STATISTICS_DAYS: u32 = 365;
 
 /// Counts for one type plus the age of its oldest expired token.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TypeStatistics {
@@ -27,6 +28,7 @@ pub struct TypeStatistics {
 }
 
 /// Aggregate of a set of runs (dry runs excluded from token counts).
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RunHistory {
@@ -61,13 +63,13 @@ pub struct RunHistory {
 }
 
 impl RunHistory {
-    /// Aggregates `runs`.
+    /// Aggregates the cleanup runs among `runs` (report tasks are left out).
     pub fn from_runs<'a>(runs: impl IntoIterator<Item = &'a RunRecord>) -> Self {
         let mut h = RunHistory::default();
         let mut total_ms = 0u128;
         let mut finished = 0u64;
         let mut deleting_ms = 0u128;
-        for run in runs {
+        for run in runs.into_iter().filter(|r| r.kind.is_cleanup()) {
             h.runs += 1;
             match run.status {
                 RunStatus::Succeeded => h.succeeded += 1,
@@ -109,6 +111,7 @@ impl RunHistory {
 }
 
 /// What to do next, from the backlog and measured batch timings.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Recommendation {
@@ -166,6 +169,7 @@ impl Recommendation {
 }
 
 /// Statistics over a window of days.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Statistics {
@@ -184,6 +188,7 @@ pub struct Statistics {
 }
 
 /// Sum of the per-type counts.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Totals {

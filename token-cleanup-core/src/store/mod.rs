@@ -144,6 +144,7 @@ impl BatchOutcome {
 }
 
 /// Counts for one token type at an instant.
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TypeCounts {

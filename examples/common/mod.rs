@@ -1,0 +1,249 @@
+//! What the example hosts share: configuration from the environment, the store, the
+//! engine, the admin API and a small hourly scheduler.
+//!
+//! Not an example of its own: `axum_app.rs`, `actix_app.rs`, `bench_admin_api.rs` and the
+//! load test include it with `#[path]`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Timelike, Utc};
+use token_cleanup::admin::{AdminApi, JwtAuthorizer};
+use token_cleanup::{
+    CancellationToken, CleanupRequest, HOURLY_CLEANUP, JobInfo, JobSpec, LastJobRun, RunStatus,
+    Scheduler, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types,
+};
+
+/// Where the admin API is mounted.
+pub const ADMIN_PREFIX: &str = "/api/admin/cleanup";
+
+/// Settings from the environment.
+pub struct Config {
+    /// `DATABASE_URL`, default an SQLite file in the working directory.
+    pub database_url: String,
+    /// `ADMIN_JWT_SECRET`, required.
+    pub jwt_secret: String,
+    /// `BIND`, default `127.0.0.1:8080`.
+    pub bind: String,
+}
+
+impl Config {
+    /// Reads the environment; explains and fails when `ADMIN_JWT_SECRET` is missing.
+    pub fn from_env() -> Result<Self, ExitCode> {
+        let Ok(jwt_secret) = std::env::var("ADMIN_JWT_SECRET") else {
+            eprintln!(
+                "ADMIN_JWT_SECRET is not set. The admin API only accepts HS256 tokens signed \
+                 with this secret (at least 32 bytes), so it will not start without one.\n\
+                 Try: export ADMIN_JWT_SECRET=$(openssl rand -hex 32)"
+            );
+            return Err(ExitCode::from(2));
+        };
+        Ok(Self {
+            database_url: std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "sqlite://token-cleanup-example.db".to_owned()),
+            jwt_secret,
+            bind: std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned()),
+        })
+    }
+}
+
+/// Opens the store named by `url` and creates the tables cleanup needs.
+pub async fn connect_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
+    let store: Arc<dyn TokenStore> = if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url, TokenTable::default())
+            .await
+            .map_err(|e| format!("cannot open {url}: {e}"))?;
+        Arc::new(store)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(
+            "this build has no PostgreSQL store yet (it arrives with the `postgres` feature)"
+                .into(),
+        );
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        return Err(
+            "this build has no MySQL store yet (it arrives with the `mysql` feature)".into(),
+        );
+    } else {
+        return Err(format!(
+            "DATABASE_URL must start with sqlite:, postgres:// or mysql://, not {url:?}"
+        ));
+    };
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot create the tables: {e}"))?;
+    Ok(store)
+}
+
+/// The engine, the scheduler and the admin API on `store`, all tied to `shutdown`.
+pub fn build(
+    store: Arc<dyn TokenStore>,
+    jwt_secret: &str,
+    shutdown: CancellationToken,
+) -> Result<(AdminApi, Arc<dyn Scheduler>), String> {
+    let service = TokenCleanupService::builder(store)
+        .token_types(token_types::ALL)
+        .shutdown(shutdown)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let scheduler: Arc<dyn Scheduler> = Arc::new(HourlyScheduler::new(service.clone()));
+    let authorizer = JwtAuthorizer::hs256(jwt_secret)
+        .map_err(|e| format!("ADMIN_JWT_SECRET is not usable: {e}"))?;
+    let api = AdminApi::builder(service, Arc::new(authorizer))
+        .scheduler(scheduler.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((api, scheduler))
+}
+
+/// Runs the hourly cleanup at minute 0 of every hour (the full cron scheduler of
+/// token-cleanup-core does this for every default job and custom schedules).
+#[derive(Debug)]
+pub struct HourlyScheduler {
+    service: TokenCleanupService,
+    last: Mutex<Option<LastJobRun>>,
+}
+
+impl HourlyScheduler {
+    pub fn new(service: TokenCleanupService) -> Self {
+        Self {
+            service,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn next_tick(now: DateTime<Utc>) -> DateTime<Utc> {
+        let hour = now
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(now);
+        hour + chrono::TimeDelta::hours(1)
+    }
+}
+
+#[async_trait]
+impl Scheduler for HourlyScheduler {
+    async fn jobs(&self) -> token_cleanup::Result<Vec<JobInfo>> {
+        let spec = JobSpec::hourly_cleanup();
+        let last_run = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // `JobInfo` is `#[non_exhaustive]`: outside the core it is built from its JSON form.
+        let mut info: JobInfo = serde_json::from_value(serde_json::json!({
+            "name": spec.name,
+            "cron": spec.cron,
+            "description": "every hour at minute 0 (UTC)",
+            "enabled": true,
+            "next_run": Self::next_tick(Utc::now()),
+            "last_run": null,
+        }))
+        .expect("a job listing");
+        info.last_run = last_run;
+        Ok(vec![info])
+    }
+
+    async fn run(&self, shutdown: CancellationToken) -> token_cleanup::Result<()> {
+        loop {
+            let tick = Self::next_tick(Utc::now());
+            let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if tokio::time::timeout(wait, shutdown.cancelled())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            let request = CleanupRequest::all_types().scheduled(HOURLY_CLEANUP);
+            let result = self
+                .service
+                .cleanup_with_cancel(request, shutdown.clone())
+                .await;
+            let last: LastJobRun = serde_json::from_value(serde_json::json!({
+                "fired_at": tick,
+                "run_id": result.as_ref().ok().map(|r| r.run_id),
+                "status": if result.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed },
+                "error": result.as_ref().err().map(ToString::to_string),
+            }))
+            .expect("a last-run record");
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+#[cfg(feature = "axum")]
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Listens on `addr` with a backlog of 1024 connections. `tokio::net::TcpListener::bind`
+/// uses 128 (like std): a burst of a few hundred new connections then overflows the
+/// queue, and the kernel drops SYNs that clients retry only after a second.
+#[cfg(feature = "axum")]
+pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The axum host: a route of its own and the admin API under [`ADMIN_PREFIX`].
+#[cfg(feature = "axum")]
+pub fn axum_app(api: AdminApi) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/",
+            get(|| async { "host application: admin API under /api/admin/cleanup\n" }),
+        )
+        .nest(ADMIN_PREFIX, token_cleanup::axum::admin_routes(api))
+}
+
+/// The actix-web host: a route of its own and the admin API under [`ADMIN_PREFIX`].
+#[cfg(feature = "actix")]
+pub fn actix_app(
+    api: AdminApi,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    use actix_web::web;
+    actix_web::App::new()
+        .route(
+            "/",
+            web::get().to(|| async { "host application: admin API under /api/admin/cleanup\n" }),
+        )
+        .service(web::scope(ADMIN_PREFIX).configure(token_cleanup::actix::admin_routes(api)))
+}
