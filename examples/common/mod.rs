@@ -1,20 +1,17 @@
 //! What the example hosts share: configuration from the environment, the store, the
-//! engine, the admin API and a small hourly scheduler.
+//! engine, the admin API and the cron scheduler with the default jobs.
 //!
 //! Not an example of its own: `axum_app.rs`, `actix_app.rs`, `bench_admin_api.rs` and the
 //! load test include it with `#[path]`.
 #![allow(dead_code, unreachable_pub)]
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Timelike, Utc};
 use token_cleanup::admin::{AdminApi, JwtAuthorizer};
 use token_cleanup::{
-    CancellationToken, CleanupRequest, HOURLY_CLEANUP, JobInfo, JobSpec, LastJobRun, RunStatus,
-    Scheduler, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types,
+    CancellationToken, CronScheduler, Scheduler, SqliteStore, TokenCleanupService, TokenStore,
+    TokenTable, token_types,
 };
 
 /// Where the admin API is mounted.
@@ -89,7 +86,12 @@ pub fn build(
         .shutdown(shutdown)
         .build()
         .map_err(|e| e.to_string())?;
-    let scheduler: Arc<dyn Scheduler> = Arc::new(HourlyScheduler::new(service.clone()));
+    // The default jobs: hourly cleanup, daily 02:00 cleanup, weekly Sunday 03:00 report.
+    let scheduler: Arc<dyn Scheduler> = Arc::new(
+        CronScheduler::builder(service.clone())
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
     let authorizer = JwtAuthorizer::hs256(jwt_secret)
         .map_err(|e| format!("ADMIN_JWT_SECRET is not usable: {e}"))?;
     let api = AdminApi::builder(service, Arc::new(authorizer))
@@ -97,78 +99,6 @@ pub fn build(
         .build()
         .map_err(|e| e.to_string())?;
     Ok((api, scheduler))
-}
-
-/// Runs the hourly cleanup at minute 0 of every hour (the full cron scheduler of
-/// token-cleanup-core does this for every default job and custom schedules).
-#[derive(Debug)]
-pub struct HourlyScheduler {
-    service: TokenCleanupService,
-    last: Mutex<Option<LastJobRun>>,
-}
-
-impl HourlyScheduler {
-    pub fn new(service: TokenCleanupService) -> Self {
-        Self {
-            service,
-            last: Mutex::new(None),
-        }
-    }
-
-    fn next_tick(now: DateTime<Utc>) -> DateTime<Utc> {
-        let hour = now
-            .with_minute(0)
-            .and_then(|t| t.with_second(0))
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(now);
-        hour + chrono::TimeDelta::hours(1)
-    }
-}
-
-#[async_trait]
-impl Scheduler for HourlyScheduler {
-    async fn jobs(&self) -> token_cleanup::Result<Vec<JobInfo>> {
-        let spec = JobSpec::hourly_cleanup();
-        let last_run = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // `JobInfo` is `#[non_exhaustive]`: outside the core it is built from its JSON form.
-        let mut info: JobInfo = serde_json::from_value(serde_json::json!({
-            "name": spec.name,
-            "cron": spec.cron,
-            "description": "every hour at minute 0 (UTC)",
-            "enabled": true,
-            "next_run": Self::next_tick(Utc::now()),
-            "last_run": null,
-        }))
-        .expect("a job listing");
-        info.last_run = last_run;
-        Ok(vec![info])
-    }
-
-    async fn run(&self, shutdown: CancellationToken) -> token_cleanup::Result<()> {
-        loop {
-            let tick = Self::next_tick(Utc::now());
-            let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            if tokio::time::timeout(wait, shutdown.cancelled())
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            let request = CleanupRequest::all_types().scheduled(HOURLY_CLEANUP);
-            let result = self
-                .service
-                .cleanup_with_cancel(request, shutdown.clone())
-                .await;
-            let last: LastJobRun = serde_json::from_value(serde_json::json!({
-                "fired_at": tick,
-                "run_id": result.as_ref().ok().map(|r| r.run_id),
-                "status": if result.is_ok() { RunStatus::Succeeded } else { RunStatus::Failed },
-                "error": result.as_ref().err().map(ToString::to_string),
-            }))
-            .expect("a last-run record");
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
-        }
-    }
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
