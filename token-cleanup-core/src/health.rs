@@ -109,7 +109,9 @@ pub struct HealthReport {
 impl TokenCleanupService {
     /// Checks the database, the backlog, the last scheduled run and the error rate.
     ///
-    /// Never fails: an unreachable database is an unhealthy report, not an error.
+    /// Never fails: an unreachable database is an unhealthy report, not an error. A health
+    /// alert is sent through the notifier when the status becomes degraded or unhealthy,
+    /// once per change.
     pub async fn health_check(&self) -> HealthReport {
         let cfg = self.health_config().clone();
         let now = self.clock().now();
@@ -235,7 +237,9 @@ impl TokenCleanupService {
             error_rate,
             reasons,
         };
-        if report.status != HealthStatus::Healthy {
+        // Alert when health turns degraded or unhealthy (or moves between the two), once
+        // per change of this instance's view: polling the endpoint must not spam.
+        if self.health_changed(report.status) && report.status != HealthStatus::Healthy {
             self.notify(Notification::HealthAlert(report.clone())).await;
         }
         report

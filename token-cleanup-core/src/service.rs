@@ -67,6 +67,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
     active: Mutex<HashMap<Uuid, ActiveRun>>,
+    /// Status of the last health check, so that alerts go out on changes only.
+    last_health: Mutex<Option<crate::HealthStatus>>,
 }
 
 #[derive(Debug)]
@@ -177,6 +179,7 @@ impl TokenCleanupServiceBuilder {
                 clock: self.clock,
                 shutdown: self.shutdown,
                 active: Mutex::new(HashMap::new()),
+                last_health: Mutex::new(None),
             }),
         })
     }
@@ -749,6 +752,17 @@ impl TokenCleanupService {
                 "notification failed; the cleanup itself is unaffected"
             );
         }
+    }
+
+    /// Records `status` as the latest health; returns whether it differs from the previous
+    /// check's (so a polled health endpoint alerts once per change, not on every poll).
+    pub(crate) fn health_changed(&self, status: crate::HealthStatus) -> bool {
+        let mut last = self
+            .inner
+            .last_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        last.replace(status) != Some(status)
     }
 
     /// A run record by id.

@@ -219,3 +219,41 @@ async fn notifications_follow_thresholds_and_never_fail_a_run() {
     let text = seen[0].render_text() + &seen[0].render_html();
     assert!(text.contains("injected failure") && !text.contains("hash-"));
 }
+
+#[tokio::test]
+async fn health_alerts_go_out_once_per_change_not_per_poll() {
+    let store = Arc::new(MemoryStore::new());
+    store.insert(mixed_tokens(3)); // 12 expired
+    let notifier = Arc::new(Recording::default());
+    let svc = TokenCleanupService::builder(store.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .notifier(notifier.clone())
+        .health(
+            token_cleanup_core::HealthConfig::default()
+                .backlog_threshold(5)
+                .max_scheduled_run_age(None),
+        )
+        .build()
+        .unwrap();
+    let alerts = || {
+        notifier
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| matches!(n, Notification::HealthAlert(_)))
+            .count()
+    };
+    svc.health_check().await;
+    svc.health_check().await;
+    svc.health_check().await;
+    assert_eq!(alerts(), 1, "three degraded polls, one alert");
+    svc.cleanup_expired_tokens(CleanupRequest::all_types())
+        .await
+        .unwrap();
+    svc.health_check().await; // healthy again: no alert
+    store.insert([Token::new(900, "invite", t0() - TimeDelta::hours(1))]);
+    store.insert((901..910).map(|id| Token::new(id, "invite", t0() - TimeDelta::hours(1))));
+    svc.health_check().await; // degraded again: a new alert
+    assert_eq!(alerts(), 2);
+}
