@@ -5,7 +5,7 @@
 //! a prefix, send it a request in process) and invoking
 //! [`admin_api_conformance_tests!`](crate::admin_api_conformance_tests) once per store:
 //!
-//! ```ignore
+//! ```text
 //! token_cleanup_core::admin_api_conformance_tests!(
 //!     sqlite, MyIntegration, token_cleanup_core::admin::suite::fresh_sqlite_store(), #[tokio::test]
 //! );
