@@ -20,6 +20,8 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `sqlite` | [`SqliteStore`] (sqlx + sea-query, bundled SQLite) |
+//! | `postgres` | `PostgresStore` (sqlx + sea-query, PostgreSQL 12+) |
+//! | `mysql` | `MySqlStore` (sqlx + sea-query, MySQL 8 / MariaDB 10.6+) |
 //! | `test-util` | the store conformance suite ([`test_util`]) and fault injection |
 //!
 //! No backend is on by default: a host pays only for the database it uses.
@@ -104,9 +106,20 @@ pub use table::{Ident, TimeFormat, TokenTable, TokenTableBuilder, token_types};
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::PostgresStore;
+
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use store::MySqlStore;
+
 /// The driver, re-exported so that hosts use the same version.
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub use sqlx;
 
 /// `tracing` target of audit events (who started or changed what, and the outcome).
