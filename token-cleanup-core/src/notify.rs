@@ -16,6 +16,7 @@ use crate::reporting::{PeriodReport, escape_html};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // built once per event; boxing would only add noise
 pub enum Notification {
     /// A run finished.
     CleanupCompleted(CleanupReport),

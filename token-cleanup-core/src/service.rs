@@ -149,10 +149,10 @@ impl TokenCleanupServiceBuilder {
     /// Validates the configuration (grace periods, registered types).
     pub fn build(self) -> Result<TokenCleanupService> {
         self.grace.validate()?;
-        if let Some(types) = &self.registered_types {
-            if types.is_empty() {
-                return Err(Error::NoTokenTypes);
-            }
+        if let Some(types) = &self.registered_types
+            && types.is_empty()
+        {
+            return Err(Error::NoTokenTypes);
         }
         let runs = self.runs.unwrap_or_else(|| self.store.clone());
         Ok(TokenCleanupService {
@@ -332,12 +332,12 @@ impl TokenCleanupService {
             if types.is_empty() {
                 return Err(Error::NoTokenTypes);
             }
-            if let Some(registered) = &self.inner.registered_types {
-                if let Some(unknown) = types.iter().find(|t| !registered.contains(t)) {
-                    return Err(Error::UnknownTokenType {
-                        token_type: unknown.clone(),
-                    });
-                }
+            if let Some(registered) = &self.inner.registered_types
+                && let Some(unknown) = types.iter().find(|t| !registered.contains(t))
+            {
+                return Err(Error::UnknownTokenType {
+                    token_type: unknown.clone(),
+                });
             }
             if let Some(empty) = types.iter().find(|t| t.is_empty() || t.len() > 255) {
                 return Err(Error::InvalidArgument {
@@ -647,10 +647,10 @@ impl TokenCleanupService {
             (Ok(()), Some(StopReason::Cancelled)) => RunStatus::Cancelled,
             (Ok(()), _) => RunStatus::Succeeded,
         };
-        if let Err(e) = &outcome {
-            if record.error.is_none() {
-                record.error = Some(e.to_string());
-            }
+        if let Err(e) = &outcome
+            && record.error.is_none()
+        {
+            record.error = Some(e.to_string());
         }
         outcome.map_err(|e| with_final_progress(e, &record.progress))
     }

@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use sea_query::{ColumnDef, MysqlQueryBuilder};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Row};
+use tracing::debug;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::sql::{QuotedNames, Statements, TimeEncoding, index_name, parse_run};
+use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, index_name, parse_run};
 use super::{BatchFilter, BatchOutcome, Criterion, RunStore, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
 use crate::run::{RunQuery, RunRecord};
@@ -38,23 +39,32 @@ const ER_DUP_KEYNAME: u16 = 1061;
 ///
 /// # How a batch deletes
 ///
-/// Each batch is one `READ COMMITTED` transaction of two statements:
+/// Each batch runs on one connection:
 ///
-/// 1. `SELECT id, expires_at .. WHERE type = ? AND expires_at < ? AND expires_at >= ?
-///    ORDER BY expires_at LIMIT n FOR UPDATE SKIP LOCKED`: a range scan of the
-///    `(type, expires_at)` index from the previous batch's last key, past the
-///    delete-marked entries that purge has not removed yet. `SKIP LOCKED` lets another
-///    instance running at the same time take the next rows instead of waiting for these,
-///    and `READ COMMITTED` takes no gap locks, so two instances neither wait nor deadlock.
-/// 2. `DELETE .. WHERE id IN (..)` by primary key.
+/// 1. `GET_LOCK('token_cleanup:<hash of table, type, criterion>', 0)`. If another
+///    instance is deleting a batch of the same type right now, this instance leaves the
+///    type to it (the batch reports 0 rows and the engine moves on, so that instance's
+///    report counts them): two instances never wait on each other's row locks, never
+///    deadlock and never delete the same row.
+/// 2. An index-only probe for the key of the `n`-th row at or after the previous
+///    batch's last key (`BatchFilter::resume_from`), which becomes the next batch's
+///    starting point, so later batches skip the delete-marked index entries that purge
+///    has not removed yet.
+/// 3. `DELETE .. WHERE type = ? AND expires_at < ? AND expires_at >= ? ORDER BY
+///    expires_at LIMIT n`: InnoDB's native ordered, limited delete, a range scan of the
+///    `(type, expires_at)` index, autocommitted under `READ COMMITTED` so that it takes no
+///    gap locks (live inserts next to the range never wait for it).
+/// 4. `RELEASE_LOCK`. A connection whose release fails is closed, which releases it.
 ///
-/// (`DELETE .. WHERE id IN (SELECT .. LIMIT n)` is error 1235 on both servers, and a
-/// native `DELETE .. ORDER BY .. LIMIT` would wait on the other instance's rows.)
+/// (`DELETE .. WHERE id IN (SELECT .. LIMIT n)` is error 1235 on both servers; a locking
+/// read with `SKIP LOCKED` followed by a delete by primary key measured about 25 % slower
+/// than the native delete.)
 ///
-/// [`batch_timeout`](Self::batch_timeout) bounds both statements on MariaDB
-/// (`SET STATEMENT max_statement_time`) and the locking read on MySQL
-/// (`MAX_EXECUTION_TIME`); the delete by primary key is bounded by the batch size.
-/// InnoDB has no per-transaction asynchronous commit, so batches commit durably.
+/// [`batch_timeout`](Self::batch_timeout) bounds the probe and the delete on MariaDB
+/// (`SET STATEMENT max_statement_time`); MySQL 8 can only bound the probe
+/// (`MAX_EXECUTION_TIME`), the delete's lock waits stay bounded by
+/// `innodb_lock_wait_timeout`. InnoDB has no per-transaction asynchronous commit, so
+/// batches commit durably.
 ///
 /// [`migrate`]: TokenStore::migrate
 ///
@@ -79,30 +89,6 @@ pub struct MySqlStore {
 
 fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| Error::store(STORE, operation, e)
-}
-
-/// A primary key value as read back from the locking read (integer, text or binary).
-#[derive(Debug)]
-enum Key {
-    Int(i64),
-    UInt(u64),
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-impl Key {
-    fn read(row: &MySqlRow) -> std::result::Result<Self, sqlx::Error> {
-        if let Ok(v) = row.try_get::<i64, _>(0) {
-            return Ok(Key::Int(v));
-        }
-        if let Ok(v) = row.try_get::<u64, _>(0) {
-            return Ok(Key::UInt(v));
-        }
-        if let Ok(v) = row.try_get::<String, _>(0) {
-            return Ok(Key::Text(v));
-        }
-        row.try_get::<Vec<u8>, _>(0).map(Key::Bytes)
-    }
 }
 
 impl MySqlStore {
@@ -171,31 +157,44 @@ impl MySqlStore {
             .copied()
     }
 
-    /// The locking read of a batch: ids and keys of the next `limit` rows.
-    fn select_sql(&self, filter: &BatchFilter, mariadb: bool) -> String {
-        let QuotedNames {
-            table,
-            id,
-            ty,
-            exp,
-            used,
-            ..
-        } = &self.names;
+    /// `type = ? AND <criterion> [AND key >= ?]` and the key column.
+    fn condition(&self, filter: &BatchFilter) -> (&str, String) {
+        let QuotedNames { ty, exp, used, .. } = &self.names;
         let (key, mut crit) = match filter.criterion {
-            Criterion::Expired { .. } => (exp.as_str(), format!("{exp} < ?")),
+            Criterion::Expired { .. } => (exp.as_str(), format!("{ty} = ? AND {exp} < ?")),
             Criterion::Used { .. } => {
+                // The engine refuses `include_used` without a used-at column.
                 let used = used.as_deref().unwrap_or(exp);
-                (used, format!("{used} < ? AND {exp} >= ?"))
+                (used, format!("{ty} = ? AND {used} < ? AND {exp} >= ?"))
             }
         };
         if filter.resume_from.is_some() {
             crit.push_str(&format!(" AND {key} >= ?"));
         }
+        (key, crit)
+    }
+
+    /// The key of the `limit`-th row of the batch (where the next batch resumes).
+    fn probe_sql(&self, filter: &BatchFilter, mariadb: bool) -> String {
+        let (key, crit) = self.condition(filter);
         let (prefix, hint) = self.timeout_clauses(mariadb);
-        format!(
-            "{prefix}SELECT {hint}{id}, {key} FROM {table} WHERE {ty} = ? AND {crit} \
-             ORDER BY {key} LIMIT ? FOR UPDATE SKIP LOCKED"
-        )
+        let table = &self.names.table;
+        format!("{prefix}SELECT {hint}{key} FROM {table} WHERE {crit} ORDER BY {key} LIMIT 1 OFFSET ?")
+    }
+
+    /// The batch itself: InnoDB's native ordered, limited delete.
+    fn delete_sql(&self, filter: &BatchFilter, mariadb: bool) -> String {
+        let (key, crit) = self.condition(filter);
+        let (prefix, _) = self.timeout_clauses(mariadb);
+        let table = &self.names.table;
+        format!("{prefix}DELETE FROM {table} WHERE {crit} ORDER BY {key} LIMIT ?")
+    }
+
+    /// The named lock that lets one instance at a time delete a type (at most 64 chars).
+    fn lock_name(&self, filter: &BatchFilter) -> String {
+        let criterion = if filter.criterion.is_used() { "used" } else { "expired" };
+        let hash = fnv1a32(&[&self.sql.table.qualified_name(), &filter.token_type, criterion]);
+        format!("token_cleanup:{:08x}", hash as u32)
     }
 
     /// `SET STATEMENT max_statement_time = s FOR ` (MariaDB) or an optimizer hint (MySQL).
@@ -216,10 +215,10 @@ impl MySqlStore {
         }
     }
 
-    fn bind_select<'q>(
+    /// Binds the condition's values (type, criterion, resume point).
+    fn bind_condition<'q>(
         sql: &'q str,
         filter: &BatchFilter,
-        limit: u32,
     ) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(filter.token_type.clone());
         q = match filter.criterion {
@@ -232,7 +231,43 @@ impl MySqlStore {
         if let Some(resume) = filter.resume_from {
             q = q.bind(resume);
         }
-        q.bind(i64::from(limit))
+        q
+    }
+
+    /// Probe and delete, on the connection that holds the type's lock.
+    async fn locked_batch(
+        &self,
+        conn: &mut sqlx::MySqlConnection,
+        filter: &BatchFilter,
+        limit: u32,
+        mariadb: bool,
+    ) -> Result<BatchOutcome> {
+        let probe = self.probe_sql(filter, mariadb);
+        let nth: Option<DateTime<Utc>> = Self::bind_condition(&probe, filter)
+            .bind(i64::from(limit) - 1)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(err("decode a batch"))?;
+        // For the next transaction only (the autocommitted DELETE): no gap locks, so live
+        // inserts next to the deleted range never wait for it.
+        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        let delete = self.delete_sql(filter, mariadb);
+        let deleted = Self::bind_condition(&delete, filter)
+            .bind(i64::from(limit))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?
+            .rows_affected();
+        Ok(BatchOutcome {
+            deleted,
+            resume_from: nth.or(filter.resume_from),
+        })
     }
 
     fn batch_error(&self, e: sqlx::Error) -> Error {
@@ -250,8 +285,8 @@ impl MySqlStore {
         }
     }
 
-    /// The plan MySQL / MariaDB would use for the locking read of the next batch
-    /// (`EXPLAIN`, one line per row, columns separated by tabs). Nothing is executed.
+    /// The plan MySQL / MariaDB would use for the next batch's `DELETE` (`EXPLAIN`, one
+    /// line per row, columns separated by tabs). Nothing is executed.
     ///
     /// ```no_run
     /// # async fn example(store: token_cleanup_core::MySqlStore) -> Result<(), token_cleanup_core::Error> {
@@ -262,9 +297,9 @@ impl MySqlStore {
     /// # Ok(()) }
     /// ```
     pub async fn explain_batch(&self, filter: &BatchFilter, limit: u32) -> Result<String> {
-        let select = self.select_sql(filter, false);
-        let sql = format!("EXPLAIN {select}");
-        let rows = Self::bind_select(&sql, filter, limit)
+        let sql = format!("EXPLAIN {}", self.delete_sql(filter, false));
+        let rows = Self::bind_condition(&sql, filter)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(err("explain a batch"))?;
@@ -444,58 +479,34 @@ impl TokenStore for MySqlStore {
 
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let mariadb = self.is_mariadb().await?;
-        let select = self.select_sql(filter, mariadb);
+        let lock = self.lock_name(filter);
         let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
-        // For the next transaction only: no gap locks, so instances never block each other.
-        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *conn)
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(&lock)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| self.batch_error(e))?;
-        let mut tx = conn.begin().await.map_err(|e| self.batch_error(e))?;
-        let rows = Self::bind_select(&select, filter, limit)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.batch_error(e))?;
-        if rows.is_empty() {
-            tx.commit().await.map_err(|e| self.batch_error(e))?;
+        if locked != Some(1) {
+            debug!(
+                token_type = %filter.token_type,
+                "another instance is deleting this token type; leaving it to that instance"
+            );
             return Ok(BatchOutcome {
                 deleted: 0,
                 resume_from: filter.resume_from,
             });
         }
-        let mut keys = Vec::with_capacity(rows.len());
-        let mut last: Option<DateTime<Utc>> = None;
-        for row in &rows {
-            keys.push(Key::read(row).map_err(err("decode a batch"))?);
-            let key: DateTime<Utc> = row.try_get(1).map_err(err("decode a batch"))?;
-            last = last.max(Some(key));
+        let outcome = self.locked_batch(&mut conn, filter, limit, mariadb).await;
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await;
+        if released.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool:
+            // closing it releases the lock.
+            let _ = conn.close().await;
         }
-        let (prefix, _) = self.timeout_clauses(mariadb);
-        let QuotedNames { table, id, .. } = &self.names;
-        let mut delete = format!("{prefix}DELETE FROM {table} WHERE {id} IN (");
-        for i in 0..keys.len() {
-            delete.push_str(if i == 0 { "?" } else { ", ?" });
-        }
-        delete.push(')');
-        let mut q = sqlx::query(AssertSqlSafe(delete));
-        for key in keys {
-            q = match key {
-                Key::Int(v) => q.bind(v),
-                Key::UInt(v) => q.bind(v),
-                Key::Text(v) => q.bind(v),
-                Key::Bytes(v) => q.bind(v),
-            };
-        }
-        let deleted = q
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.batch_error(e))?
-            .rows_affected();
-        tx.commit().await.map_err(|e| self.batch_error(e))?;
-        Ok(BatchOutcome {
-            deleted,
-            resume_from: last.or(filter.resume_from),
-        })
+        outcome
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
