@@ -232,15 +232,25 @@ fn numbers(tokens: u64) -> String {
 async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>) {
     match db {
         Db::Postgres(_) => {
-            db.exec(format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE")).await.unwrap();
-            db.exec(format!("CREATE SCHEMA \"{SCHEMA}\"")).await.unwrap();
+            db.exec(format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE"))
+                .await
+                .unwrap();
+            db.exec(format!("CREATE SCHEMA \"{SCHEMA}\""))
+                .await
+                .unwrap();
         }
         Db::MySql(_) => {
-            db.exec(format!("DROP DATABASE IF EXISTS `{SCHEMA}`")).await.unwrap();
-            db.exec(format!("CREATE DATABASE `{SCHEMA}`")).await.unwrap();
+            db.exec(format!("DROP DATABASE IF EXISTS `{SCHEMA}`"))
+                .await
+                .unwrap();
+            db.exec(format!("CREATE DATABASE `{SCHEMA}`"))
+                .await
+                .unwrap();
         }
         Db::Sqlite(_) => {
-            db.exec(format!("DROP TABLE IF EXISTS \"{SEED}\"")).await.unwrap();
+            db.exec(format!("DROP TABLE IF EXISTS \"{SEED}\""))
+                .await
+                .unwrap();
         }
     }
     let base = cutoff - TimeDelta::seconds((tokens * 78 / 100) as i64);
@@ -280,7 +290,9 @@ async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>) {
 /// Drops and recreates the token table through `migrate()`, then copies the seed into it.
 async fn fresh(db: &Db) {
     let table = db.qualified(TABLE);
-    db.exec(format!("DROP TABLE IF EXISTS {table}")).await.unwrap();
+    db.exec(format!("DROP TABLE IF EXISTS {table}"))
+        .await
+        .unwrap();
     db.store().migrate().await.expect("migrate");
     db.exec(format!(
         "INSERT INTO {table} (id, token_type, token_hash, expires_at) \
@@ -371,10 +383,7 @@ async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun 
 }
 
 async fn explain(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> String {
-    let mut filter = BatchFilter::new(
-        token_types::INVITE,
-        Criterion::Expired { before: cutoff },
-    );
+    let mut filter = BatchFilter::new(token_types::INVITE, Criterion::Expired { before: cutoff });
     let mut out = String::new();
     for resume in [None, Some(cutoff - TimeDelta::hours(24))] {
         filter.resume_from = resume;
@@ -442,7 +451,10 @@ async fn main() {
                     expired = deleted;
                 } else {
                     let r = cleanup(&db, cutoff, batch_size).await;
-                    assert!(expired == 0 || r.deleted == expired, "both delete the same rows");
+                    assert!(
+                        expired == 0 || r.deleted == expired,
+                        "both delete the same rows"
+                    );
                     ours.push(r.took);
                     slowest.push(r.slowest);
                     batches = r.batches;
@@ -501,7 +513,10 @@ async fn main() {
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for r in &results {
             let naive = match r["naive_ms"].as_f64() {
-                Some(n) => format!("{n} ({:.2}x)", r["naive_ratio"].as_f64().unwrap_or_default()),
+                Some(n) => format!(
+                    "{n} ({:.2}x)",
+                    r["naive_ratio"].as_f64().unwrap_or_default()
+                ),
                 None => "-".into(),
             };
             println!(

@@ -126,7 +126,10 @@ impl TokenCleanupService {
             error: ping.as_ref().err().map(|e| e.to_string()),
         };
         if let Err(e) = &ping {
-            worsen(HealthStatus::Unhealthy, format!("database unreachable: {e}"));
+            worsen(
+                HealthStatus::Unhealthy,
+                format!("database unreachable: {e}"),
+            );
         } else if latency > cfg.slow_database {
             worsen(
                 HealthStatus::Degraded,
@@ -153,7 +156,8 @@ impl TokenCleanupService {
             }
         }
 
-        let window_start = now - TimeDelta::from_std(cfg.error_window).unwrap_or(TimeDelta::days(1));
+        let window_start =
+            now - TimeDelta::from_std(cfg.error_window).unwrap_or(TimeDelta::days(1));
         let mut error_rate = 0.0;
         let mut last_scheduled_success = None;
         match self
@@ -175,7 +179,10 @@ impl TokenCleanupService {
                     .filter(|r| r.created_at >= window_start && r.status.is_finished())
                     .collect();
                 if !recent.is_empty() {
-                    let failed = recent.iter().filter(|r| r.status == RunStatus::Failed).count();
+                    let failed = recent
+                        .iter()
+                        .filter(|r| r.status == RunStatus::Failed)
+                        .count();
                     error_rate = failed as f64 / recent.len() as f64;
                 }
                 if error_rate >= cfg.unhealthy_error_rate {
@@ -207,7 +214,10 @@ impl TokenCleanupService {
                     }
                 }
             }
-            Err(e) => worsen(HealthStatus::Degraded, format!("run history unavailable: {e}")),
+            Err(e) => worsen(
+                HealthStatus::Degraded,
+                format!("run history unavailable: {e}"),
+            ),
         }
 
         let report = HealthReport {
@@ -236,7 +246,10 @@ impl TokenCleanupService {
         for t in types {
             let n = self
                 .store()
-                .count(&BatchFilter::new(t.clone(), Criterion::Expired { before: now }))
+                .count(&BatchFilter::new(
+                    t.clone(),
+                    Criterion::Expired { before: now },
+                ))
                 .await?;
             m::backlog(&t, n);
             total += n;

@@ -217,8 +217,12 @@ impl Notifier for FanOutNotifier {
         } else {
             Err(Error::Notify {
                 notifier: failed.join(", "),
-                source: format!("{} of {} notifiers failed", failed.len(), self.notifiers.len())
-                    .into(),
+                source: format!(
+                    "{} of {} notifiers failed",
+                    failed.len(),
+                    self.notifiers.len()
+                )
+                .into(),
             })
         }
     }

@@ -70,7 +70,10 @@ impl GracePolicy {
     }
     /// Grace after use for `token_type`.
     pub fn used_grace(&self, token_type: &str) -> TimeDelta {
-        self.used.get(token_type).copied().unwrap_or(self.used_default)
+        self.used
+            .get(token_type)
+            .copied()
+            .unwrap_or(self.used_default)
     }
 
     /// Refuses negative graces (the cutoff would be later than now).

@@ -186,7 +186,13 @@ impl PeriodReport {
         if !self.errors.is_empty() {
             let _ = writeln!(out, "\nErrors:");
             for e in &self.errors {
-                let _ = writeln!(out, "  {} run {}: {}", e.at.format("%F %T"), e.run_id, e.message);
+                let _ = writeln!(
+                    out,
+                    "  {} run {}: {}",
+                    e.at.format("%F %T"),
+                    e.run_id,
+                    e.message
+                );
             }
         }
         out
@@ -268,15 +274,24 @@ mod tests {
 
     #[test]
     fn report_type_parses_and_refuses_unknown() {
-        assert_eq!("weekly".parse::<ReportPeriod>().unwrap(), ReportPeriod::Weekly);
+        assert_eq!(
+            "weekly".parse::<ReportPeriod>().unwrap(),
+            ReportPeriod::Weekly
+        );
         assert!(matches!(
             "yearly".parse::<ReportPeriod>(),
-            Err(Error::InvalidArgument { name: "report_type", .. })
+            Err(Error::InvalidArgument {
+                name: "report_type",
+                ..
+            })
         ));
     }
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

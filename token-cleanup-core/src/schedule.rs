@@ -80,7 +80,11 @@ impl JobSpec {
 
     /// 03:00 every Sunday: the weekly report, sent through the notifier.
     pub fn weekly_report() -> Self {
-        Self::new(WEEKLY_REPORT, "0 3 * * 0", JobAction::Report(ReportPeriod::Weekly))
+        Self::new(
+            WEEKLY_REPORT,
+            "0 3 * * 0",
+            JobAction::Report(ReportPeriod::Weekly),
+        )
     }
 
     /// The three default jobs of the specification.

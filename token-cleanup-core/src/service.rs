@@ -591,7 +591,10 @@ impl TokenCleanupService {
                             record.progress.stopped = Some(StopReason::Cancelled);
                             break 'run Ok(());
                         }
-                        if request.max_duration.is_some_and(|max| started.elapsed() >= max) {
+                        if request
+                            .max_duration
+                            .is_some_and(|max| started.elapsed() >= max)
+                        {
                             record.progress.stopped = Some(StopReason::MaxDuration);
                             break 'run Ok(());
                         }
@@ -599,11 +602,11 @@ impl TokenCleanupService {
                             record.progress.stopped = Some(StopReason::MaxRows);
                             break 'run Ok(());
                         }
-                        let limit = remaining
-                            .map_or(request.batch_size, |r| r.min(request.batch_size as u64) as u32);
+                        let limit = remaining.map_or(request.batch_size, |r| {
+                            r.min(request.batch_size as u64) as u32
+                        });
                         let batch_started = Instant::now();
-                        let deleted = match self.delete_with_retry(&filter, limit, record).await
-                        {
+                        let deleted = match self.delete_with_retry(&filter, limit, record).await {
                             Ok(outcome) => {
                                 filter.resume_from = outcome.resume_from.or(filter.resume_from);
                                 outcome.deleted
@@ -627,7 +630,9 @@ impl TokenCleanupService {
                             *r -= deleted.min(*r);
                         }
                         if last_save.elapsed() >= self.inner.progress_interval {
-                            record.progress.finish(started.elapsed(), self.inner.clock.now());
+                            record
+                                .progress
+                                .finish(started.elapsed(), self.inner.clock.now());
                             self.save_progress(record).await;
                             last_save = Instant::now();
                         }
@@ -640,7 +645,9 @@ impl TokenCleanupService {
             Ok(())
         };
 
-        record.progress.finish(started.elapsed(), self.inner.clock.now());
+        record
+            .progress
+            .finish(started.elapsed(), self.inner.clock.now());
         record.finished_at = Some(record.progress.finished_at);
         record.status = match (&outcome, record.progress.stopped) {
             (Err(_), _) => RunStatus::Failed,

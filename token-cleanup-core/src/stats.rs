@@ -135,8 +135,8 @@ impl Recommendation {
             ));
         }
         let suggested_batch_size = if history.batches > 0 && history.tokens_cleaned > 0 {
-            let ms_per_row = history.mean_batch_ms * history.batches as f64
-                / history.tokens_cleaned as f64;
+            let ms_per_row =
+                history.mean_batch_ms * history.batches as f64 / history.tokens_cleaned as f64;
             let size = if ms_per_row > 0.0 {
                 (TARGET_BATCH_MS / ms_per_row) as u32
             } else {
@@ -144,7 +144,11 @@ impl Recommendation {
             };
             // Round to a readable number within our validated range.
             let size = size.clamp(100, 10_000);
-            let size = if size >= 1000 { size / 500 * 500 } else { size / 100 * 100 };
+            let size = if size >= 1000 {
+                size / 500 * 500
+            } else {
+                size / 100 * 100
+            };
             reasons.push(format!(
                 "measured {ms_per_row:.4} ms per row: batches of {size} take about {:.0} ms",
                 ms_per_row * size as f64
@@ -230,8 +234,11 @@ impl TokenCleanupService {
                 }
             })
             .collect();
-        let recommendation =
-            Recommendation::new(totals.expired, self.health_config().backlog_threshold, &history);
+        let recommendation = Recommendation::new(
+            totals.expired,
+            self.health_config().backlog_threshold,
+            &history,
+        );
         Ok(Statistics {
             generated_at: now,
             days,

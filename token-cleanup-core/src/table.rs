@@ -314,10 +314,19 @@ mod tests {
                 matches!(err, Error::InvalidIdentifier { kind: "table", .. }),
                 "{bad}"
             );
-            let err = TokenTable::builder().expires_column(bad).build().unwrap_err();
-            assert!(matches!(err, Error::InvalidIdentifier { kind: "column", .. }));
+            let err = TokenTable::builder()
+                .expires_column(bad)
+                .build()
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                Error::InvalidIdentifier { kind: "column", .. }
+            ));
             let err = TokenTable::builder().schema(bad).build().unwrap_err();
-            assert!(matches!(err, Error::InvalidIdentifier { kind: "schema", .. }));
+            assert!(matches!(
+                err,
+                Error::InvalidIdentifier { kind: "schema", .. }
+            ));
         }
         assert!(TokenTable::builder().table("_tokens_2").build().is_ok());
     }

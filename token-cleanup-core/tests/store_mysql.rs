@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, Executor, MySqlPool};
 use token_cleanup_core::test_util::servers::mysql as server;
 use token_cleanup_core::test_util::{TestStore, suite};
 use token_cleanup_core::{
-    BatchFilter, CleanupRequest, Criterion, Error, ManualClock, MemoryStore, MySqlStore, RetryPolicy,
-    RunStatus, RunStore, Token, TokenCleanupService, TokenStore, TokenTable,
+    BatchFilter, CleanupRequest, Criterion, Error, ManualClock, MemoryStore, MySqlStore,
+    RetryPolicy, RunStatus, RunStore, Token, TokenCleanupService, TokenStore, TokenTable,
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
@@ -42,9 +42,7 @@ token_cleanup_core::store_conformance_tests!(mysql, fresh());
 async fn fresh_timed() -> Arc<MySqlStore> {
     let store = fresh().await;
     let store = Arc::try_unwrap(store).expect("sole owner");
-    Arc::new(
-        store.batch_timeout(Some(Duration::from_secs(30))),
-    )
+    Arc::new(store.batch_timeout(Some(Duration::from_secs(30))))
 }
 
 token_cleanup_core::store_conformance_tests!(mysql_timed, fresh_timed());
@@ -115,8 +113,14 @@ async fn two_instances_delete_each_expired_token_once() {
             b.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(size_b))
         );
         let (ra, rb) = (ra.expect("instance a"), rb.expect("instance b"));
-        println!("a deleted {}, b deleted {}", ra.total_cleaned, rb.total_cleaned);
-        assert_eq!((ra.total_cleaned + rb.total_cleaned) as usize, expired.len());
+        println!(
+            "a deleted {}, b deleted {}",
+            ra.total_cleaned, rb.total_cleaned
+        );
+        assert_eq!(
+            (ra.total_cleaned + rb.total_cleaned) as usize,
+            expired.len()
+        );
         assert_eq!(ids(&seeder).await, unexpired(&tokens));
         // Expired tokens again for the next pair of runs.
         seeder.insert_tokens(&expired).await.unwrap();
@@ -129,7 +133,8 @@ async fn strict_pool() -> MySqlPool {
         .max_connections(2)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("SET SESSION innodb_lock_wait_timeout = 1").await?;
+                conn.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                    .await?;
                 Ok(())
             })
         })
@@ -163,7 +168,11 @@ impl Builder {
         self,
         request: CleanupRequest,
     ) -> token_cleanup_core::Result<token_cleanup_core::CleanupReport> {
-        self.configure().build().unwrap().cleanup_expired_tokens(request).await
+        self.configure()
+            .build()
+            .unwrap()
+            .cleanup_expired_tokens(request)
+            .await
     }
 }
 
@@ -191,14 +200,24 @@ async fn job_lease_has_one_holder_per_tick() {
         };
         assert!(!loser.try_acquire_lease(&tick, "other", ttl).await.unwrap());
         winner.release_lease(&tick, holder).await.unwrap();
-        assert!(loser.try_acquire_lease(&tick, "other", ttl).await.unwrap(), "released");
+        assert!(
+            loser.try_acquire_lease(&tick, "other", ttl).await.unwrap(),
+            "released"
+        );
     }
     // A crashed holder never releases; its lease expires.
     let tick = "daily_cleanup@2026-11-27T02:00Z";
-    assert!(a.try_acquire_lease(tick, "crashed", Duration::from_millis(300)).await.unwrap());
+    assert!(
+        a.try_acquire_lease(tick, "crashed", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
     assert!(!b.try_acquire_lease(tick, "instance-b", ttl).await.unwrap());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(b.try_acquire_lease(tick, "instance-b", ttl).await.unwrap(), "expired");
+    assert!(
+        b.try_acquire_lease(tick, "instance-b", ttl).await.unwrap(),
+        "expired"
+    );
 }
 
 /// Run records written by one instance are read by another.
@@ -212,7 +231,11 @@ async fn run_records_are_shared_between_instances() {
         .cleanup_expired_tokens(CleanupRequest::all_types().requested_by("alice"))
         .await
         .unwrap();
-    let seen = service(b).run(report.run_id).await.unwrap().expect("visible from b");
+    let seen = service(b)
+        .run(report.run_id)
+        .await
+        .unwrap()
+        .expect("visible from b");
     assert_eq!(seen.status, RunStatus::Succeeded);
     assert_eq!(seen.progress.total_cleaned, 12);
     assert_eq!(seen.requested_by.as_deref(), Some("alice"));
@@ -295,7 +318,10 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
         kill_sleeping_backend(&admin, &schema).await;
         let outcome = run.wait().await;
         let left = ids(&store).await;
-        assert!(left.is_superset(&unexpired(&tokens)), "an unexpired token was deleted");
+        assert!(
+            left.is_superset(&unexpired(&tokens)),
+            "an unexpired token was deleted"
+        );
         if retries {
             let report = outcome.expect("retried after the kill");
             assert_eq!(report.total_cleaned, expired_invites);
@@ -351,8 +377,15 @@ async fn batch_timeout_cancels_a_slow_batch() {
     let Error::RunFailed { source, .. } = &err else {
         panic!("expected RunFailed, got {err:?}");
     };
-    assert!(matches!(**source, Error::Timeout { store: "mysql", .. }), "{source:?}");
-    assert_eq!(ids(&store).await.len(), tokens.len(), "the batch rolled back");
+    assert!(
+        matches!(**source, Error::Timeout { store: "mysql", .. }),
+        "{source:?}"
+    );
+    assert_eq!(
+        ids(&store).await.len(),
+        tokens.len(),
+        "the batch rolled back"
+    );
     // The trigger only sleeps once: the next run deletes every expired invite.
     let report = service(store.clone())
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
@@ -373,7 +406,12 @@ async fn batch_plan_is_an_index_range_scan() {
         .execute(AssertSqlSafe(format!("ANALYZE TABLE {table}")))
         .await
         .unwrap();
-    let mut filter = BatchFilter::new(INVITE, Criterion::Expired { before: suite::t0() });
+    let mut filter = BatchFilter::new(
+        INVITE,
+        Criterion::Expired {
+            before: suite::t0(),
+        },
+    );
     for resume in [None, Some(suite::t0() - TimeDelta::hours(1))] {
         filter.resume_from = resume;
         let plan = store.explain_batch(&filter, 1000).await.unwrap();
@@ -409,13 +447,22 @@ async fn refused_connection_is_a_typed_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Store { store: "mysql", operation: "connect", .. }),
+        matches!(
+            err,
+            Error::Store {
+                store: "mysql",
+                operation: "connect",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("mysql"));
     // Bad names never reach the server.
     assert!(matches!(
-        TokenTable::builder().schema("auth`; DROP DATABASE x").build(),
+        TokenTable::builder()
+            .schema("auth`; DROP DATABASE x")
+            .build(),
         Err(Error::InvalidIdentifier { kind: "schema", .. })
     ));
     let _ = Utc::now();

@@ -47,7 +47,9 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-updated: every mutation
         // below is computed first and applied without fallible steps.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds or replaces tokens.
@@ -109,8 +111,11 @@ impl TokenStore for MemoryStore {
 
     async fn token_types(&self) -> Result<Vec<String>> {
         let state = self.state();
-        let types: std::collections::BTreeSet<_> =
-            state.tokens.values().map(|t| t.token_type.clone()).collect();
+        let types: std::collections::BTreeSet<_> = state
+            .tokens
+            .values()
+            .map(|t| t.token_type.clone())
+            .collect();
         Ok(types.into_iter().collect())
     }
 
@@ -146,21 +151,22 @@ impl TokenStore for MemoryStore {
         let state = self.state();
         let mut by_type: BTreeMap<&str, TypeCounts> = BTreeMap::new();
         for t in state.tokens.values() {
-            let c = by_type
-                .entry(&t.token_type)
-                .or_insert_with(|| TypeCounts {
-                    token_type: t.token_type.clone(),
-                    total: 0,
-                    expired: 0,
-                    active: 0,
-                    used: 0,
-                    oldest_expired: None,
-                });
+            let c = by_type.entry(&t.token_type).or_insert_with(|| TypeCounts {
+                token_type: t.token_type.clone(),
+                total: 0,
+                expired: 0,
+                active: 0,
+                used: 0,
+                oldest_expired: None,
+            });
             c.total += 1;
             let expired = t.expires_at < now;
             if expired {
                 c.expired += 1;
-                c.oldest_expired = Some(c.oldest_expired.map_or(t.expires_at, |o| o.min(t.expires_at)));
+                c.oldest_expired = Some(
+                    c.oldest_expired
+                        .map_or(t.expires_at, |o| o.min(t.expires_at)),
+                );
             }
             if t.used_at.is_some() {
                 c.used += 1;
@@ -218,7 +224,11 @@ impl RunStore for MemoryStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut state = self.state();
-        if state.leases.get(name).is_some_and(|(owner, _)| owner == holder) {
+        if state
+            .leases
+            .get(name)
+            .is_some_and(|(owner, _)| owner == holder)
+        {
             state.leases.remove(name);
         }
         Ok(())

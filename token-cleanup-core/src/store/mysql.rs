@@ -8,8 +8,8 @@ use sea_query::{ColumnDef, MysqlQueryBuilder};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Row};
-use tracing::debug;
 use tokio::sync::OnceCell;
+use tracing::debug;
 use uuid::Uuid;
 
 use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, index_name, parse_run};
@@ -179,7 +179,9 @@ impl MySqlStore {
         let (key, crit) = self.condition(filter);
         let (prefix, hint) = self.timeout_clauses(mariadb);
         let table = &self.names.table;
-        format!("{prefix}SELECT {hint}{key} FROM {table} WHERE {crit} ORDER BY {key} LIMIT 1 OFFSET ?")
+        format!(
+            "{prefix}SELECT {hint}{key} FROM {table} WHERE {crit} ORDER BY {key} LIMIT 1 OFFSET ?"
+        )
     }
 
     /// The batch itself: InnoDB's native ordered, limited delete.
@@ -192,8 +194,16 @@ impl MySqlStore {
 
     /// The named lock that lets one instance at a time delete a type (at most 64 chars).
     fn lock_name(&self, filter: &BatchFilter) -> String {
-        let criterion = if filter.criterion.is_used() { "used" } else { "expired" };
-        let hash = fnv1a32(&[&self.sql.table.qualified_name(), &filter.token_type, criterion]);
+        let criterion = if filter.criterion.is_used() {
+            "used"
+        } else {
+            "expired"
+        };
+        let hash = fnv1a32(&[
+            &self.sql.table.qualified_name(),
+            &filter.token_type,
+            criterion,
+        ]);
         format!("token_cleanup:{:08x}", hash as u32)
     }
 
@@ -384,7 +394,10 @@ fn render_cell(row: &MySqlRow, i: usize) -> String {
         return v.map_or_else(|| "NULL".into(), |v| v.to_string());
     }
     if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(i) {
-        return v.map_or_else(|| "NULL".into(), |v| String::from_utf8_lossy(&v).into_owned());
+        return v.map_or_else(
+            || "NULL".into(),
+            |v| String::from_utf8_lossy(&v).into_owned(),
+        );
     }
     "?".into()
 }
@@ -400,7 +413,11 @@ impl TokenStore for MySqlStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let time_col = |name: &str| ColumnDef::new(name.to_owned()).custom("DATETIME(6)").to_owned();
+        let time_col = |name: &str| {
+            ColumnDef::new(name.to_owned())
+                .custom("DATETIME(6)")
+                .to_owned()
+        };
         let id = ColumnDef::new(self.sql.table.id_column().as_str().to_owned())
             .big_integer()
             .not_null()
@@ -414,8 +431,11 @@ impl TokenStore for MySqlStore {
             "migrate",
         )
         .await?;
-        self.raw(self.sql.create_runs_table().to_string(MysqlQueryBuilder), "migrate")
-            .await?;
+        self.raw(
+            self.sql.create_runs_table().to_string(MysqlQueryBuilder),
+            "migrate",
+        )
+        .await?;
         self.raw(
             self.sql.create_leases_table().to_string(MysqlQueryBuilder),
             "migrate",
@@ -454,7 +474,10 @@ impl TokenStore for MySqlStore {
             format!("{quoted_runs} (created_at)"),
         ));
         for (table, index, target) in indexes {
-            let sql = format!("CREATE INDEX {} ON {target}", super::sql::quote(&index, '`'));
+            let sql = format!(
+                "CREATE INDEX {} ON {target}",
+                super::sql::quote(&index, '`')
+            );
             self.ensure_index(&table, &index, sql).await?;
         }
         Ok(())
@@ -643,7 +666,9 @@ impl crate::test_util::TestStore for MySqlStore {
             self.sql.table.table(),
             id.unsigned_abs()
         );
-        let QuotedNames { table, id: id_col, .. } = &self.names;
+        let QuotedNames {
+            table, id: id_col, ..
+        } = &self.names;
         self.raw(format!("DROP TRIGGER IF EXISTS {name}"), "inject a failure")
             .await?;
         self.raw(
@@ -665,8 +690,11 @@ impl crate::test_util::TestStore for MySqlStore {
     async fn clear_failures(&self) -> Result<()> {
         let names = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
         for name in names {
-            self.raw(format!("DROP TRIGGER IF EXISTS {name}"), "clear injected failures")
-                .await?;
+            self.raw(
+                format!("DROP TRIGGER IF EXISTS {name}"),
+                "clear injected failures",
+            )
+            .await?;
         }
         Ok(())
     }

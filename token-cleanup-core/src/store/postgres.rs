@@ -178,8 +178,16 @@ impl PostgresStore {
 
     /// The advisory lock key of one type and criterion on this table.
     fn lock_key(&self, filter: &BatchFilter) -> i32 {
-        let criterion = if filter.criterion.is_used() { "used" } else { "expired" };
-        fnv1a32(&[&self.sql.table.qualified_name(), &filter.token_type, criterion])
+        let criterion = if filter.criterion.is_used() {
+            "used"
+        } else {
+            "expired"
+        };
+        fnv1a32(&[
+            &self.sql.table.qualified_name(),
+            &filter.token_type,
+            criterion,
+        ])
     }
 
     /// The batch statement for `filter`'s criterion (see the type's documentation).
@@ -188,7 +196,11 @@ impl PostgresStore {
     /// criterion's expiry bound, then the resume point, when present.
     fn batch_sql(&self, filter: &BatchFilter) -> String {
         let QuotedNames {
-            table, ty, exp, used, ..
+            table,
+            ty,
+            exp,
+            used,
+            ..
         } = &self.names;
         let (key, mut crit, mut next) = match filter.criterion {
             Criterion::Expired { .. } => (exp.as_str(), format!("{exp} < $4"), 5),
@@ -386,7 +398,9 @@ impl TokenStore for PostgresStore {
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let row = self.run_batch(filter, limit).await?;
         let decode = err("decode a batch result");
-        let locked: Option<bool> = row.try_get("locked").map_err(err("decode a batch result"))?;
+        let locked: Option<bool> = row
+            .try_get("locked")
+            .map_err(err("decode a batch result"))?;
         if locked != Some(true) {
             debug!(
                 token_type = %filter.token_type,
@@ -398,8 +412,9 @@ impl TokenStore for PostgresStore {
             });
         }
         let deleted: i64 = row.try_get("deleted").map_err(decode)?;
-        let resume: Option<DateTime<Utc>> =
-            row.try_get("resume").map_err(err("decode a batch result"))?;
+        let resume: Option<DateTime<Utc>> = row
+            .try_get("resume")
+            .map_err(err("decode a batch result"))?;
         Ok(BatchOutcome {
             deleted: deleted.max(0) as u64,
             resume_from: resume.or(filter.resume_from),
@@ -532,7 +547,9 @@ impl crate::test_util::TestStore for PostgresStore {
             id.unsigned_abs()
         );
         let function = format!("{schema}\"{name}\"");
-        let QuotedNames { table, id: id_col, .. } = &self.names;
+        let QuotedNames {
+            table, id: id_col, ..
+        } = &self.names;
         let sql = format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
              $f$ BEGIN RAISE EXCEPTION 'injected failure'; END $f$; \

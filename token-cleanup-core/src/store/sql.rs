@@ -48,9 +48,7 @@ impl TimeEncoding {
         match self {
             TimeEncoding::Native => at.into(),
             TimeEncoding::Sqlite(format) => match format {
-                TimeFormat::Rfc3339Text => {
-                    format!("{}+00:00", minimal_text(at, 'T')).into()
-                }
+                TimeFormat::Rfc3339Text => format!("{}+00:00", minimal_text(at, 'T')).into(),
                 TimeFormat::SqliteDatetimeText => minimal_text(at, ' ').into(),
                 // `secs < ceil(at)` <=> `secs < at` for integer seconds.
                 TimeFormat::UnixSeconds => {
@@ -101,7 +99,11 @@ fn minimal_text(at: DateTime<Utc>, sep: char) -> String {
 }
 
 /// Parses a stored instant back (SQLite text or integers).
-pub(crate) fn parse_sqlite_time(format: TimeFormat, text: Option<String>, int: Option<i64>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_sqlite_time(
+    format: TimeFormat,
+    text: Option<String>,
+    int: Option<i64>,
+) -> Option<DateTime<Utc>> {
     match format {
         TimeFormat::UnixSeconds => int.and_then(|s| DateTime::from_timestamp(s, 0)),
         TimeFormat::UnixMillis => int.and_then(DateTime::from_timestamp_millis),
@@ -186,7 +188,10 @@ impl Statements {
             }
         };
         if let Some(resume) = filter.resume_from {
-            cond = cond.add(Expr::col(self.key_column(&filter.criterion)).gte(self.time.stored_lower_bound(resume)));
+            cond = cond.add(
+                Expr::col(self.key_column(&filter.criterion))
+                    .gte(self.time.stored_lower_bound(resume)),
+            );
         }
         cond
     }
@@ -290,7 +295,9 @@ impl Statements {
             .expr(flag(expired.clone()))
             .expr(used_expr)
             .expr(active_expr)
-            .expr(Func::min(Expr::case(expired, Expr::col(self.exp())).finally(Expr::null())))
+            .expr(Func::min(
+                Expr::case(expired, Expr::col(self.exp())).finally(Expr::null()),
+            ))
             .from(self.token_table())
             .group_by_col(self.ty())
             .order_by(self.ty(), Order::Asc)
@@ -322,13 +329,22 @@ impl Statements {
     }
 
     /// The default token table, for new applications.
-    pub(crate) fn create_token_table(&self, id: ColumnDef, time_type: impl Fn(&str) -> ColumnDef) -> TableCreateStatement {
+    pub(crate) fn create_token_table(
+        &self,
+        id: ColumnDef,
+        time_type: impl Fn(&str) -> ColumnDef,
+    ) -> TableCreateStatement {
         let mut t = Table::create();
         t.table(self.token_table())
             .if_not_exists()
             .col(id)
             .col(ColumnDef::new(self.ty()).string_len(64).not_null())
-            .col(ColumnDef::new("token_hash").string_len(128).not_null().unique_key())
+            .col(
+                ColumnDef::new("token_hash")
+                    .string_len(128)
+                    .not_null()
+                    .unique_key(),
+            )
             .col(ColumnDef::new("subject").string_len(255).null())
             .col(time_type(self.exp().as_str()).not_null())
             .col(time_type("created_at").null());
@@ -364,7 +380,12 @@ impl Statements {
         Table::create()
             .table(self.named(LEASES_TABLE))
             .if_not_exists()
-            .col(ColumnDef::new("name").string_len(191).not_null().primary_key())
+            .col(
+                ColumnDef::new("name")
+                    .string_len(191)
+                    .not_null()
+                    .primary_key(),
+            )
             .col(ColumnDef::new("holder").string_len(191).not_null())
             .col(ColumnDef::new("expires_at").big_integer().not_null())
             .to_owned()
@@ -402,7 +423,13 @@ impl Statements {
 
     /// Takes or renews a lease unless someone else holds an unexpired one
     /// (`INSERT .. ON CONFLICT .. DO UPDATE .. WHERE`, PostgreSQL and SQLite).
-    pub(crate) fn upsert_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> InsertStatement {
+    pub(crate) fn upsert_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> InsertStatement {
         Query::insert()
             .into_table(self.named(LEASES_TABLE))
             .columns(["name", "holder", "expires_at"])
@@ -529,7 +556,8 @@ pub(crate) fn select_runs(table: TableName, query: &RunQuery) -> SelectStatement
     if let Some(status) = query.status {
         q.and_where(Expr::col("status").eq(status.as_str()));
     }
-    q.order_by("created_at", Order::Desc).order_by("id", Order::Desc);
+    q.order_by("created_at", Order::Desc)
+        .order_by("id", Order::Desc);
     if let Some(limit) = query.limit {
         q.limit(u64::from(limit));
     }

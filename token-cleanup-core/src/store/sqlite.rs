@@ -181,9 +181,17 @@ impl TokenStore for SqliteStore {
                         .map_err(err("decode token counts"))
                 };
                 let oldest = if self.sql.time.is_integer() {
-                    parse_sqlite_time(format, None, row.try_get(5).map_err(err("decode token counts"))?)
+                    parse_sqlite_time(
+                        format,
+                        None,
+                        row.try_get(5).map_err(err("decode token counts"))?,
+                    )
                 } else {
-                    parse_sqlite_time(format, row.try_get(5).map_err(err("decode token counts"))?, None)
+                    parse_sqlite_time(
+                        format,
+                        row.try_get(5).map_err(err("decode token counts"))?,
+                        None,
+                    )
                 };
                 Ok(TypeCounts {
                     token_type: row.try_get(0).map_err(err("decode token counts"))?,
@@ -282,7 +290,10 @@ impl crate::test_util::TestStore for SqliteStore {
              WHEN OLD.\"{id_col}\" = {id} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
         ))
         .await?;
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name);
         Ok(())
     }
 
@@ -297,7 +308,8 @@ impl crate::test_util::TestStore for SqliteStore {
     async fn clear_failures(&self) -> Result<()> {
         let names = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
         for name in names {
-            self.exec_schema(format!("DROP TRIGGER IF EXISTS \"{name}\"")).await?;
+            self.exec_schema(format!("DROP TRIGGER IF EXISTS \"{name}\""))
+                .await?;
         }
         Ok(())
     }

@@ -44,7 +44,10 @@ impl<S: TokenStore> ObservedStore<S> {
 
     /// `(limit, deleted)` of every committed batch, in order.
     pub fn batches(&self) -> Vec<(u32, u64)> {
-        self.batches.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The next `n` delete batches fail with a store error (nothing deleted).

@@ -66,7 +66,8 @@ pub mod postgres {
 
     /// The test server's URL.
     pub fn url() -> String {
-        std::env::var(super::POSTGRES_URL_ENV).unwrap_or_else(|_| super::POSTGRES_DEFAULT_URL.into())
+        std::env::var(super::POSTGRES_URL_ENV)
+            .unwrap_or_else(|_| super::POSTGRES_DEFAULT_URL.into())
     }
 
     /// A pool on the test server with `application_name` set (so that tests can find its
@@ -102,7 +103,9 @@ pub mod postgres {
         for name in old.into_iter().filter(|n| super::is_stale(n)) {
             // Best effort: another test process may be dropping it too.
             let _ = pool
-                .execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
+                .execute(AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                )))
                 .await;
         }
         let name = super::unique_name();

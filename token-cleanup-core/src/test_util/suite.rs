@@ -48,7 +48,12 @@ pub fn mixed_tokens(per_type: i64) -> Vec<Token> {
 }
 
 async fn ids<S: TestStore>(store: &S) -> BTreeSet<i64> {
-    store.token_ids().await.expect("list ids").into_iter().collect()
+    store
+        .token_ids()
+        .await
+        .expect("list ids")
+        .into_iter()
+        .collect()
 }
 
 fn expected_left(tokens: &[Token], gone: impl Fn(&Token) -> bool) -> BTreeSet<i64> {
@@ -99,7 +104,7 @@ pub async fn cutoff_boundaries_are_exact<S: TestStore>(store: Arc<S>) {
         1000,
         1500,
         3_600_000,
-        11 * 3_600_000, // 23:00 the same day
+        11 * 3_600_000,  // 23:00 the same day
         -11 * 3_600_000, // 01:00 the same day
     ];
     let tokens: Vec<Token> = offsets_ms
@@ -122,14 +127,23 @@ pub async fn cutoff_boundaries_are_exact<S: TestStore>(store: Arc<S>) {
             .all(|t| want.contains(&t.id)),
         "a token expiring at or after the cutoff was deleted"
     );
-    assert!(want.contains(&14), "the token expiring later the same day was deleted");
+    assert!(
+        want.contains(&14),
+        "the token expiring later the same day was deleted"
+    );
 
     // With one hour of grace, tokens expired less than an hour ago stay.
     let store2 = store.clone();
     let extra: Vec<Token> = [-7200, -3601, -3600, -3599, -10]
         .iter()
         .enumerate()
-        .map(|(i, s)| Token::new(100 + i as i64, EMAIL_VERIFICATION, cutoff + TimeDelta::seconds(*s)))
+        .map(|(i, s)| {
+            Token::new(
+                100 + i as i64,
+                EMAIL_VERIFICATION,
+                cutoff + TimeDelta::seconds(*s),
+            )
+        })
         .collect();
     store2.insert_tokens(&extra).await.unwrap();
     let graced = TokenCleanupService::builder(store2.clone())
@@ -184,7 +198,11 @@ pub async fn batches_never_exceed_batch_size<S: TestStore>(store: Arc<S>) {
         .await
         .unwrap();
     let batches = observed.batches();
-    assert!(batches.iter().all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit)));
+    assert!(
+        batches
+            .iter()
+            .all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit))
+    );
     assert_eq!(report.batches as usize, batches.len());
     assert_eq!(batches.iter().map(|(_, d)| d).sum::<u64>(), 100);
     assert_eq!(report.total_cleaned, 100);
@@ -261,12 +279,13 @@ pub async fn cancellation_stops_at_a_batch_boundary<S: TestStore>(store: Arc<S>)
 
     // A zero time budget stops before the first batch.
     let report = svc
-        .cleanup_expired_tokens(
-            CleanupRequest::new([MAGIC_LINK]).max_duration(Duration::ZERO),
-        )
+        .cleanup_expired_tokens(CleanupRequest::new([MAGIC_LINK]).max_duration(Duration::ZERO))
         .await
         .unwrap();
-    assert_eq!((report.total_cleaned, report.stopped), (0, Some(StopReason::MaxDuration)));
+    assert_eq!(
+        (report.total_cleaned, report.stopped),
+        (0, Some(StopReason::MaxDuration))
+    );
 }
 
 /// A batch failing inside the database rolls back; the run fails with exact partial
@@ -297,11 +316,19 @@ pub async fn failing_batch_rolls_back_and_next_run_finishes<S: TestStore>(store:
     assert_eq!(partial.total_cleaned, 10);
     assert_eq!(partial.batches, 1);
     assert_eq!(partial.retries, 2);
-    let record = svc.run(partial.run_id).await.unwrap().expect("run recorded");
+    let record = svc
+        .run(partial.run_id)
+        .await
+        .unwrap()
+        .expect("run recorded");
     assert_eq!(record.status, RunStatus::Failed);
     assert_eq!(record.progress.total_cleaned, 10);
     assert!(record.error.is_some());
-    assert_eq!(ids(&*store).await.len(), tokens.len() - 10, "the failed batch rolled back");
+    assert_eq!(
+        ids(&*store).await.len(),
+        tokens.len() - 10,
+        "the failed batch rolled back"
+    );
 
     store.clear_failures().await.unwrap();
     let report = svc
@@ -373,15 +400,24 @@ pub async fn invalid_requests_touch_nothing<S: TestStore>(store: Arc<S>) {
         .unwrap();
     let check = |r: crate::Result<crate::CleanupReport>| r.expect_err("must be refused");
     assert!(matches!(
-        check(svc.cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(0)).await),
+        check(
+            svc.cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(0))
+                .await
+        ),
         Error::InvalidBatchSize { batch_size: 0 }
     ));
     assert!(matches!(
-        check(svc.cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(50_001)).await),
+        check(
+            svc.cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(50_001))
+                .await
+        ),
         Error::InvalidBatchSize { batch_size: 50_001 }
     ));
     assert!(matches!(
-        check(svc.cleanup_expired_tokens(CleanupRequest::new(Vec::<String>::new())).await),
+        check(
+            svc.cleanup_expired_tokens(CleanupRequest::new(Vec::<String>::new()))
+                .await
+        ),
         Error::NoTokenTypes
     ));
     assert!(matches!(
@@ -395,12 +431,18 @@ pub async fn invalid_requests_touch_nothing<S: TestStore>(store: Arc<S>) {
         Err(Error::NegativeGrace { token_type }) if token_type == INVITE
     ));
     assert!(matches!(
-        TokenTable::builder().table("tokens; DROP TABLE users").build(),
+        TokenTable::builder()
+            .table("tokens; DROP TABLE users")
+            .build(),
         Err(Error::InvalidIdentifier { .. })
     ));
     assert_eq!(ids(&*store).await, before);
     assert!(
-        svc.run_store().runs(&RunQuery::default()).await.unwrap().is_empty(),
+        svc.run_store()
+            .runs(&RunQuery::default())
+            .await
+            .unwrap()
+            .is_empty(),
         "refused requests must not be recorded as runs"
     );
 }
@@ -410,7 +452,9 @@ pub async fn statistics_are_exact<S: TestStore>(store: Arc<S>) {
     let now = t0();
     let mut tokens = mixed_tokens(4);
     if store.table().used_column().is_some() {
-        tokens.push(Token::new(900, INVITE, now + TimeDelta::hours(1)).used(now - TimeDelta::hours(1)));
+        tokens.push(
+            Token::new(900, INVITE, now + TimeDelta::hours(1)).used(now - TimeDelta::hours(1)),
+        );
     }
     store.insert_tokens(&tokens).await.unwrap();
     let svc = service(store.clone());
@@ -433,15 +477,23 @@ pub async fn statistics_are_exact<S: TestStore>(store: Arc<S>) {
     assert_eq!(stats.totals.expired, 16);
     assert_eq!(stats.history.runs, 0);
 
-    svc.cleanup_expired_tokens(CleanupRequest::all_types()).await.unwrap();
+    svc.cleanup_expired_tokens(CleanupRequest::all_types())
+        .await
+        .unwrap();
     let stats = svc.statistics(1).await.unwrap();
     assert_eq!(stats.totals.expired, 0);
     assert_eq!(stats.history.runs, 1);
     assert_eq!(stats.history.succeeded, 1);
     assert_eq!(stats.history.tokens_cleaned, 16);
     assert!(stats.recommendation.suggested_batch_size >= 100);
-    assert!(matches!(svc.statistics(0).await, Err(Error::InvalidArgument { name: "days", .. })));
-    assert!(matches!(svc.statistics(366).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        svc.statistics(0).await,
+        Err(Error::InvalidArgument { name: "days", .. })
+    ));
+    assert!(matches!(
+        svc.statistics(366).await,
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 /// Run records round-trip and list newest first with filters.
@@ -462,19 +514,31 @@ pub async fn run_records_round_trip<S: TestStore>(store: Arc<S>) {
     assert_eq!(record.progress, first);
     assert_eq!(record.token_types, [INVITE]);
     let runs = svc.recent_runs(10).await.unwrap();
-    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [second.run_id, first.run_id]);
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second.run_id, first.run_id]
+    );
     let latest = svc.recent_runs(1).await.unwrap();
     assert_eq!(latest[0].id, second.run_id);
     let later = store
-        .runs(&RunQuery::between(t0() + TimeDelta::seconds(1), t0() + TimeDelta::days(1)))
+        .runs(&RunQuery::between(
+            t0() + TimeDelta::seconds(1),
+            t0() + TimeDelta::days(1),
+        ))
         .await
         .unwrap();
     assert!(later.is_empty());
     assert!(svc.run(uuid::Uuid::now_v7()).await.unwrap().is_none());
-    let report = svc.generate_report(crate::ReportPeriod::Daily).await.unwrap();
+    let report = svc
+        .generate_report(crate::ReportPeriod::Daily)
+        .await
+        .unwrap();
     assert_eq!(report.runs.runs, 2);
     assert_eq!(report.manual.runs, 2);
-    assert_eq!(report.runs.tokens_cleaned, 2, "dry runs do not count as cleaned");
+    assert_eq!(
+        report.runs.tokens_cleaned, 2,
+        "dry runs do not count as cleaned"
+    );
 }
 
 /// A lease has one holder at a time, can be renewed by its holder, released, and expires.
@@ -482,15 +546,32 @@ pub async fn leases_are_exclusive<S: TestStore>(store: Arc<S>) {
     let ttl = Duration::from_secs(60);
     assert!(store.try_acquire_lease("hourly@1", "a", ttl).await.unwrap());
     assert!(!store.try_acquire_lease("hourly@1", "b", ttl).await.unwrap());
-    assert!(store.try_acquire_lease("hourly@1", "a", ttl).await.unwrap(), "renewal");
-    assert!(store.try_acquire_lease("hourly@2", "b", ttl).await.unwrap(), "other name");
+    assert!(
+        store.try_acquire_lease("hourly@1", "a", ttl).await.unwrap(),
+        "renewal"
+    );
+    assert!(
+        store.try_acquire_lease("hourly@2", "b", ttl).await.unwrap(),
+        "other name"
+    );
     store.release_lease("hourly@1", "b").await.unwrap();
-    assert!(!store.try_acquire_lease("hourly@1", "b", ttl).await.unwrap(), "not b's to release");
+    assert!(
+        !store.try_acquire_lease("hourly@1", "b", ttl).await.unwrap(),
+        "not b's to release"
+    );
     store.release_lease("hourly@1", "a").await.unwrap();
     assert!(store.try_acquire_lease("hourly@1", "b", ttl).await.unwrap());
-    assert!(store.try_acquire_lease("short", "a", Duration::from_millis(1)).await.unwrap());
+    assert!(
+        store
+            .try_acquire_lease("short", "a", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(store.try_acquire_lease("short", "b", ttl).await.unwrap(), "expired lease");
+    assert!(
+        store.try_acquire_lease("short", "b", ttl).await.unwrap(),
+        "expired lease"
+    );
 }
 
 /// Health: reachable database, backlog against the threshold, no scheduled run yet.
@@ -498,7 +579,11 @@ pub async fn health_reports_backlog<S: TestStore>(store: Arc<S>) {
     store.insert_tokens(&mixed_tokens(3)).await.unwrap();
     let svc = TokenCleanupService::builder(store.clone())
         .clock(Arc::new(ManualClock::new(t0())))
-        .health(HealthConfig::default().backlog_threshold(5).max_scheduled_run_age(None))
+        .health(
+            HealthConfig::default()
+                .backlog_threshold(5)
+                .max_scheduled_run_age(None),
+        )
         .build()
         .unwrap();
     let health = svc.health_check().await;
@@ -506,7 +591,9 @@ pub async fn health_reports_backlog<S: TestStore>(store: Arc<S>) {
     assert_eq!(health.expired_backlog, Some(12));
     assert_eq!(health.status, HealthStatus::Degraded);
     assert_eq!(health.reasons.len(), 1, "{:?}", health.reasons);
-    svc.cleanup_expired_tokens(CleanupRequest::all_types()).await.unwrap();
+    svc.cleanup_expired_tokens(CleanupRequest::all_types())
+        .await
+        .unwrap();
     let health = svc.health_check().await;
     assert_eq!(health.status, HealthStatus::Healthy, "{:?}", health.reasons);
 }
