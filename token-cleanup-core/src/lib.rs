@@ -51,7 +51,7 @@
 //! Every run is a `token_cleanup.run` span and every batch a `token_cleanup.batch` span
 //! (run id, type, batch size, rows, duration). Audit events (who started what, and the
 //! outcome) are emitted on the target [`AUDIT_TARGET`]. Metrics go through the `metrics`
-//! facade; see [`metrics`](crate::metrics) for the names. Token values never appear in
+//! facade; see [`metrics`] for the names. Token values never appear in
 //! any of them: the engine only ever handles counts, types and instants.
 //!
 //! [`cleanup_expired_tokens`]: TokenCleanupService::cleanup_expired_tokens
