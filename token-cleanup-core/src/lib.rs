@@ -32,11 +32,13 @@
 //! # #[cfg(feature = "sqlite")]
 //! # async fn example() -> Result<(), token_cleanup_core::Error> {
 //! use std::sync::Arc;
-//! use token_cleanup_core::{CleanupRequest, SqliteStore, TokenCleanupService, TokenTable, token_types};
+//! use token_cleanup_core::{
+//!     CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types,
+//! };
 //!
 //! let pool = sqlx::SqlitePool::connect("sqlite://app.db").await.expect("database");
 //! let store = Arc::new(SqliteStore::new(pool, TokenTable::default()));
-//! store.migrate_all().await?;
+//! store.migrate().await?;
 //!
 //! let service = TokenCleanupService::builder(store).build()?;
 //! let report = service
