@@ -47,9 +47,11 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 ///    previous batch's last key (`BatchFilter::resume_from`): it starts past the dead
 ///    index entries that earlier batches left behind, which is what makes the common
 ///    `DELETE .. WHERE id IN (SELECT id .. LIMIT n)` shape slower with every batch.
-/// 3. `DELETE` of the key range below the `n`-th key (a bitmap heap scan, in page order)
-///    plus exactly as many rows with the `n`-th key as the scan counted (by `ctid`), so a
-///    batch never exceeds `n` even when many tokens share one expiry instant.
+/// 3. `DELETE` of the key range from the first to below the `n`-th key (a bitmap heap
+///    scan, in page order; both ends are bounds, so the planner estimates a small range
+///    whatever share of the table the type has) plus exactly as many rows with the `n`-th
+///    key as the scan counted (by `ctid`), so a batch never exceeds `n` even when many
+///    tokens share one expiry instant.
 ///
 /// The statement returns the rows deleted and the last key, in one round trip.
 /// [`explain_batch`](Self::explain_batch) shows the plan.
@@ -227,11 +229,12 @@ impl PostgresStore {
                SELECT {key} AS k FROM {table} \
                WHERE (SELECT ok FROM lk) AND {ty} = $2 AND {crit} \
                ORDER BY {key} LIMIT $3), \
-             b AS MATERIALIZED (SELECT count(*) AS n, max(k) AS upper FROM firstn), \
+             b AS MATERIALIZED (SELECT count(*) AS n, min(k) AS lower, max(k) AS upper FROM firstn), \
              ties AS MATERIALIZED (\
                SELECT count(*) AS n FROM firstn WHERE k = (SELECT upper FROM b)), \
              below AS (\
-               DELETE FROM {table} WHERE {ty} = $2 AND {crit} AND {key} < (SELECT upper FROM b) \
+               DELETE FROM {table} WHERE {ty} = $2 AND {crit} \
+                 AND {key} >= (SELECT lower FROM b) AND {key} < (SELECT upper FROM b) \
                RETURNING 1), \
              at_upper AS (\
                DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
