@@ -20,6 +20,8 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `sqlite` | [`SqliteStore`] (sqlx + sea-query, bundled SQLite) |
+//! | `postgres` | `PostgresStore` (sqlx + sea-query, PostgreSQL 12+) |
+//! | `mysql` | `MySqlStore` (sqlx + sea-query, MySQL 8 / MariaDB 10.6+) |
 //! | `scheduler` | [`CronScheduler`]: the default jobs and cron schedules on tokio, one run per tick across instances |
 //! | `smtp` | [`notifiers::SmtpNotifier`] (lettre, rustls) |
 //! | `sendgrid` | [`notifiers::SendGridNotifier`] (SendGrid v3 HTTP API; reqwest, rustls) |
@@ -36,7 +38,9 @@
 //! # #[cfg(feature = "sqlite")]
 //! # async fn example() -> Result<(), token_cleanup_core::Error> {
 //! use std::sync::Arc;
-//! use token_cleanup_core::{CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types};
+//! use token_cleanup_core::{
+//!     CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable, token_types,
+//! };
 //!
 //! let pool = sqlx::SqlitePool::connect("sqlite://app.db").await.expect("database");
 //! let store = Arc::new(SqliteStore::new(pool, TokenTable::default()));
@@ -121,9 +125,20 @@ pub use table::{Ident, TimeFormat, TokenTable, TokenTableBuilder, token_types};
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::PostgresStore;
+
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use store::MySqlStore;
+
 /// The driver, re-exported so that hosts use the same version.
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub use sqlx;
 
 /// `tracing` target of audit events (who started or changed what, and the outcome).

@@ -1,5 +1,15 @@
 //! Statement building shared by the SQL stores. Every identifier goes through sea-query
 //! (validated by [`TokenTable`] first); every value is a bound parameter.
+// Each backend uses a different subset of the builders.
+#![cfg_attr(
+    not(all(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "test-util"
+    )),
+    allow(dead_code)
+)]
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use sea_query::{
@@ -266,7 +276,9 @@ impl Statements {
     pub(crate) fn type_counts(&self, now: DateTime<Utc>) -> SelectStatement {
         let now = self.time.bound(now);
         let expired = Expr::col(self.exp()).lt(now.clone());
-        let flag = |cond: Expr| Func::sum(Expr::case(cond, 1).finally(0)).into();
+        // COUNT(CASE .. THEN 1 END) rather than SUM: an integer on every backend (MySQL's
+        // SUM returns DECIMAL).
+        let flag = |cond: Expr| Func::count(Expr::case(cond, 1).finally(Expr::null())).into();
         let (used_expr, active_expr): (Expr, Expr) = match self.used() {
             Some(used) => (
                 flag(Expr::col(used.clone()).is_not_null()),
@@ -454,6 +466,65 @@ impl TimeEncoding {
             other => other.bound(at),
         }
     }
+}
+
+/// Identifiers quoted for SQL that sea-query cannot express (CTEs with data-modifying
+/// statements, locking clauses). Every name was validated by [`Ident`] (ASCII letters,
+/// digits, `_`), and the quote character is doubled anyway.
+#[derive(Debug, Clone)]
+pub(crate) struct QuotedNames {
+    /// The token table, schema-qualified when a schema is set.
+    pub(crate) table: String,
+    /// A table of ours (runs, leases), schema-qualified like the token table.
+    pub(crate) leases: String,
+    pub(crate) id: String,
+    pub(crate) ty: String,
+    pub(crate) exp: String,
+    pub(crate) used: Option<String>,
+}
+
+/// `name` between `q`s, with `q` doubled inside.
+pub(crate) fn quote(name: &str, q: char) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push(q);
+    for c in name.chars() {
+        if c == q {
+            out.push(q);
+        }
+        out.push(c);
+    }
+    out.push(q);
+    out
+}
+
+impl Statements {
+    /// Quoted names for hand-written statements (`q` is `"` or `` ` ``).
+    pub(crate) fn quoted(&self, q: char) -> QuotedNames {
+        let qualify = |name: &str| match self.table.schema() {
+            Some(schema) => format!("{}.{}", quote(schema.as_str(), q), quote(name, q)),
+            None => quote(name, q),
+        };
+        QuotedNames {
+            table: qualify(self.table.table().as_str()),
+            leases: qualify(LEASES_TABLE),
+            id: quote(self.table.id_column().as_str(), q),
+            ty: quote(self.table.type_column().as_str(), q),
+            exp: quote(self.table.expires_column().as_str(), q),
+            used: self.table.used_column().map(|u| quote(u.as_str(), q)),
+        }
+    }
+}
+
+/// A stable 32-bit FNV-1a hash, for advisory lock keys derived from names.
+pub(crate) fn fnv1a32(parts: &[&str]) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            hash ^= u32::from(b);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    }
+    hash as i32
 }
 
 /// `<table>_<suffix>_idx`, cut to 63 bytes (still a valid identifier).

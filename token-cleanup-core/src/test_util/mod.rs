@@ -19,6 +19,9 @@ use crate::error::Result;
 use crate::store::{MemoryStore, Token, TokenStore};
 
 mod observed;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
+pub mod servers;
 pub mod suite;
 
 pub use observed::ObservedStore;

@@ -1,0 +1,535 @@
+//! Our batched cleanup against one plain `DELETE`, on PostgreSQL, MySQL/MariaDB or SQLite.
+//!
+//! ```text
+//! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
+//!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
+//!     [--naive] [--url URL]
+//! ```
+//!
+//! It seeds one time-ordered table (ids in expiry order, four token types interleaved,
+//! about 78 % expired), indexed as `migrate()` indexes it. Then, for each batch size and
+//! `--runs` times on fresh data each, it times a single-statement
+//! `DELETE .. WHERE token_type IN (..) AND expires_at < cutoff` and a full cleanup run of
+//! the four types, and prints the medians, their ratio, the number of batches and the
+//! slowest batch. It also prints the plan of a batch (`EXPLAIN`). `--naive` also times,
+//! once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
+//! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
+//! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
+//!
+//! Default URLs: `postgres://postgres@127.0.0.1:5432/test` (schema `tc_bench`),
+//! `mysql://root@127.0.0.1:3306/test` (database `tc_bench`), and a SQLite file in the
+//! temporary directory (time stored as Unix seconds).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use token_cleanup::sqlx::{self, AssertSqlSafe, Executor};
+use token_cleanup::{
+    BatchFilter, CleanupRequest, Criterion, ManualClock, MySqlStore, PostgresStore, SqliteStore,
+    TimeFormat, TokenCleanupService, TokenStore, TokenTable, token_types,
+};
+
+const TABLE: &str = "bench_tokens";
+const SEED: &str = "bench_seed";
+const SCHEMA: &str = "tc_bench";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+#[derive(Debug)]
+struct Args {
+    backend: Backend,
+    tokens: u64,
+    batch_sizes: Vec<u32>,
+    runs: usize,
+    json: bool,
+    naive: bool,
+    url: Option<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
+         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--url URL]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        backend: Backend::Postgres,
+        tokens: 1_000_000,
+        batch_sizes: vec![1000, 5000],
+        runs: 3,
+        json: false,
+        naive: false,
+        url: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--backend" => {
+                args.backend = match value().as_str() {
+                    "postgres" => Backend::Postgres,
+                    "mysql" | "mariadb" => Backend::MySql,
+                    "sqlite" => Backend::Sqlite,
+                    _ => usage(),
+                }
+            }
+            "--tokens" => args.tokens = value().parse().unwrap_or_else(|_| usage()),
+            "--batch-sizes" => {
+                args.batch_sizes = value()
+                    .split(',')
+                    .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
+                    .collect()
+            }
+            "--runs" => args.runs = value().parse().unwrap_or_else(|_| usage()),
+            "--json" => args.json = true,
+            "--naive" => args.naive = true,
+            "--url" => args.url = Some(value()),
+            _ => usage(),
+        }
+    }
+    if args.tokens < 100 || args.runs == 0 || args.batch_sizes.is_empty() {
+        usage()
+    }
+    args
+}
+
+/// One connection to the backend under test, with the statements the bench needs.
+enum Db {
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl Db {
+    async fn exec(&self, sql: String) -> Result<u64, sqlx::Error> {
+        let sql = AssertSqlSafe(sql);
+        Ok(match self {
+            Db::Postgres(p) => p.execute(sql).await?.rows_affected(),
+            Db::MySql(p) => p.execute(sql).await?.rows_affected(),
+            Db::Sqlite(p) => p.execute(sql).await?.rows_affected(),
+        })
+    }
+
+    fn table(&self) -> TokenTable {
+        let builder = TokenTable::builder().table(TABLE);
+        match self {
+            Db::Postgres(_) | Db::MySql(_) => builder.schema(SCHEMA),
+            Db::Sqlite(_) => builder.time_format(TimeFormat::UnixSeconds),
+        }
+        .build()
+        .expect("valid names")
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        match self {
+            Db::Postgres(_) => format!("\"{SCHEMA}\".\"{table}\""),
+            Db::MySql(_) => format!("`{SCHEMA}`.`{table}`"),
+            Db::Sqlite(_) => format!("\"{table}\""),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn TokenStore> {
+        match self {
+            Db::Postgres(p) => Arc::new(PostgresStore::new(p.clone(), self.table())),
+            Db::MySql(p) => Arc::new(MySqlStore::new(p.clone(), self.table())),
+            Db::Sqlite(p) => Arc::new(SqliteStore::new(p.clone(), self.table())),
+        }
+    }
+
+    /// `base + n seconds` in the backend's time representation.
+    fn expiry_expr(&self, base: DateTime<Utc>) -> String {
+        let ts = base.format("%Y-%m-%d %H:%M:%S");
+        match self {
+            Db::Postgres(_) => format!("timestamptz '{ts}+00' + n * interval '1 second'"),
+            Db::MySql(_) => format!("TIMESTAMP '{ts}' + INTERVAL n SECOND"),
+            Db::Sqlite(_) => format!("{} + n", base.timestamp()),
+        }
+    }
+
+    fn cutoff_literal(&self, cutoff: DateTime<Utc>) -> String {
+        let ts = cutoff.format("%Y-%m-%d %H:%M:%S");
+        match self {
+            Db::Postgres(_) => format!("timestamptz '{ts}+00'"),
+            Db::MySql(_) => format!("TIMESTAMP '{ts}'"),
+            Db::Sqlite(_) => cutoff.timestamp().to_string(),
+        }
+    }
+}
+
+async fn connect(args: &Args) -> Db {
+    let fail = |e: &dyn std::fmt::Display| -> ! {
+        eprintln!("cannot connect to {:?}: {e}", args.backend);
+        std::process::exit(1)
+    };
+    match args.backend {
+        Backend::Postgres => {
+            let url = args
+                .url
+                .clone()
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect(&url)
+                .await
+                .unwrap_or_else(|e| fail(&e));
+            Db::Postgres(pool)
+        }
+        Backend::MySql => {
+            let url = args
+                .url
+                .clone()
+                .unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".into());
+            let pool = sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(4)
+                .connect(&url)
+                .await
+                .unwrap_or_else(|e| fail(&e));
+            Db::MySql(pool)
+        }
+        Backend::Sqlite => {
+            let url = args.url.clone().unwrap_or_else(|| {
+                let path = std::env::temp_dir().join("token_cleanup_bench.db");
+                let _ = std::fs::remove_file(&path);
+                format!("sqlite://{}", path.display())
+            });
+            let store = SqliteStore::connect(&url, TokenTable::default())
+                .await
+                .unwrap_or_else(|e| fail(&e));
+            Db::Sqlite(store.pool().clone())
+        }
+    }
+}
+
+/// `WITH digits .. SELECT n` for 1..=tokens, portable across the three backends.
+fn numbers(tokens: u64) -> String {
+    let width = tokens.to_string().len();
+    let digits = "SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9";
+    let mut from = Vec::new();
+    let mut sum = Vec::new();
+    for i in 0..width {
+        from.push(format!("digits d{i}"));
+        sum.push(format!("d{i}.d * {}", 10u64.pow(i as u32)));
+    }
+    format!(
+        "WITH digits AS ({digits}) SELECT n FROM (SELECT 1 + {} AS n FROM {}) nums WHERE n <= {tokens}",
+        sum.join(" + "),
+        from.join(" CROSS JOIN ")
+    )
+}
+
+/// Creates the seed table once: `tokens` rows, ids in expiry order.
+async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>) {
+    match db {
+        Db::Postgres(_) => {
+            db.exec(format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE"))
+                .await
+                .unwrap();
+            db.exec(format!("CREATE SCHEMA \"{SCHEMA}\""))
+                .await
+                .unwrap();
+        }
+        Db::MySql(_) => {
+            db.exec(format!("DROP DATABASE IF EXISTS `{SCHEMA}`"))
+                .await
+                .unwrap();
+            db.exec(format!("CREATE DATABASE `{SCHEMA}`"))
+                .await
+                .unwrap();
+        }
+        Db::Sqlite(_) => {
+            db.exec(format!("DROP TABLE IF EXISTS \"{SEED}\""))
+                .await
+                .unwrap();
+        }
+    }
+    let base = cutoff - TimeDelta::seconds((tokens * 78 / 100) as i64);
+    let time_type = match db {
+        Db::Postgres(_) => "timestamptz",
+        Db::MySql(_) => "DATETIME(6)",
+        Db::Sqlite(_) => "INTEGER",
+    };
+    let seed = db.qualified(SEED);
+    db.exec(format!(
+        "CREATE TABLE {seed} (id BIGINT PRIMARY KEY, token_type VARCHAR(64) NOT NULL, \
+         token_hash VARCHAR(128) NOT NULL, expires_at {time_type} NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    let [t0, t1, t2, t3] = token_types::ALL;
+    let type_expr = match db {
+        Db::MySql(_) => format!("ELT(1 + n % 4, '{t0}', '{t1}', '{t2}', '{t3}')"),
+        _ => format!(
+            "CASE n % 4 WHEN 0 THEN '{t0}' WHEN 1 THEN '{t1}' WHEN 2 THEN '{t2}' ELSE '{t3}' END"
+        ),
+    };
+    let hash_expr = match db {
+        Db::MySql(_) => "CONCAT('hash-', n)",
+        _ => "'hash-' || n",
+    };
+    db.exec(format!(
+        "INSERT INTO {seed} (id, token_type, token_hash, expires_at) \
+         SELECT n, {type_expr}, {hash_expr}, {} FROM ({}) numbered",
+        db.expiry_expr(base),
+        numbers(tokens)
+    ))
+    .await
+    .unwrap();
+}
+
+/// Drops and recreates the token table through `migrate()`, then copies the seed into it.
+async fn fresh(db: &Db) {
+    let table = db.qualified(TABLE);
+    db.exec(format!("DROP TABLE IF EXISTS {table}"))
+        .await
+        .unwrap();
+    db.store().migrate().await.expect("migrate");
+    db.exec(format!(
+        "INSERT INTO {table} (id, token_type, token_hash, expires_at) \
+         SELECT id, token_type, token_hash, expires_at FROM {} ORDER BY id",
+        db.qualified(SEED)
+    ))
+    .await
+    .unwrap();
+    match db {
+        Db::Postgres(_) => {
+            db.exec(format!("VACUUM ANALYZE {table}")).await.unwrap();
+            // Same starting point for every run (needs superuser or pg_checkpoint).
+            let _ = db.exec("CHECKPOINT".into()).await;
+        }
+        Db::MySql(_) => {
+            db.exec(format!("ANALYZE TABLE {table}")).await.unwrap();
+        }
+        Db::Sqlite(_) => {
+            db.exec("ANALYZE".into()).await.unwrap();
+        }
+    }
+}
+
+async fn single_statement(db: &Db, cutoff: DateTime<Utc>) -> (Duration, u64) {
+    let types = token_types::ALL.map(|t| format!("'{t}'")).join(", ");
+    let sql = format!(
+        "DELETE FROM {} WHERE token_type IN ({types}) AND expires_at < {}",
+        db.qualified(TABLE),
+        db.cutoff_literal(cutoff)
+    );
+    let started = Instant::now();
+    let deleted = db.exec(sql).await.unwrap();
+    (started.elapsed(), deleted)
+}
+
+/// The common batched shape, driven per type until a batch comes back short.
+async fn naive(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> (Duration, u64, u64) {
+    let table = db.qualified(TABLE);
+    let cutoff = db.cutoff_literal(cutoff);
+    let started = Instant::now();
+    let (mut deleted, mut batches) = (0, 0);
+    for ty in token_types::ALL {
+        loop {
+            let sql = match db {
+                Db::MySql(_) => format!(
+                    "DELETE FROM {table} WHERE token_type = '{ty}' AND expires_at < {cutoff} \
+                     LIMIT {batch_size}"
+                ),
+                _ => format!(
+                    "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+                     WHERE token_type = '{ty}' AND expires_at < {cutoff} LIMIT {batch_size})"
+                ),
+            };
+            let n = db.exec(sql).await.unwrap();
+            deleted += n;
+            batches += 1;
+            if n < u64::from(batch_size) {
+                break;
+            }
+        }
+    }
+    (started.elapsed(), deleted, batches)
+}
+
+struct CleanupRun {
+    took: Duration,
+    deleted: u64,
+    batches: u64,
+    slowest: Duration,
+}
+
+async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun {
+    let service = TokenCleanupService::builder(db.store())
+        .clock(Arc::new(ManualClock::new(cutoff)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let report = service
+        .cleanup_expired_tokens(CleanupRequest::new(token_types::ALL).batch_size(batch_size))
+        .await
+        .expect("cleanup");
+    CleanupRun {
+        took: started.elapsed(),
+        deleted: report.total_cleaned,
+        batches: report.batches,
+        slowest: report.slowest_batch,
+    }
+}
+
+async fn explain(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> String {
+    let mut filter = BatchFilter::new(token_types::INVITE, Criterion::Expired { before: cutoff });
+    let mut out = String::new();
+    for resume in [None, Some(cutoff - TimeDelta::hours(24))] {
+        filter.resume_from = resume;
+        let plan = match db {
+            Db::Postgres(p) => PostgresStore::new(p.clone(), db.table())
+                .explain_batch(&filter, batch_size)
+                .await
+                .unwrap(),
+            Db::MySql(p) => MySqlStore::new(p.clone(), db.table())
+                .explain_batch(&filter, batch_size)
+                .await
+                .unwrap(),
+            Db::Sqlite(_) => return "(no EXPLAIN for SQLite)".into(),
+        };
+        out.push_str(&format!(
+            "-- batch of {batch_size}, resume_from = {}\n{plan}\n",
+            resume.map_or("none".into(), |r| r.to_rfc3339())
+        ));
+    }
+    out
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let db = connect(&args).await;
+    // A whole second, so that the literal in the single statement equals the cutoff.
+    let cutoff = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
+    let seed_started = Instant::now();
+    seed(&db, args.tokens, cutoff).await;
+    if !args.json {
+        println!(
+            "{:?}: seeded {} tokens in {:.1} s",
+            args.backend,
+            args.tokens,
+            seed_started.elapsed().as_secs_f64()
+        );
+    }
+    fresh(&db).await;
+    let plan = explain(&db, cutoff, args.batch_sizes[0]).await;
+    if !args.json {
+        println!("{plan}");
+    }
+
+    let mut results = Vec::new();
+    for &batch_size in &args.batch_sizes {
+        let (mut single, mut ours, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut expired, mut batches) = (0, 0);
+        for run in 0..args.runs {
+            // Alternate which goes first, so that neither always meets a colder cache.
+            for which in [run % 2, 1 - run % 2] {
+                fresh(&db).await;
+                if which == 0 {
+                    let (took, deleted) = single_statement(&db, cutoff).await;
+                    single.push(took);
+                    expired = deleted;
+                } else {
+                    let r = cleanup(&db, cutoff, batch_size).await;
+                    assert!(
+                        expired == 0 || r.deleted == expired,
+                        "both delete the same rows"
+                    );
+                    ours.push(r.took);
+                    slowest.push(r.slowest);
+                    batches = r.batches;
+                    expired = r.deleted;
+                }
+            }
+            if !args.json {
+                println!(
+                    "batch {batch_size} run {}: single {:.0} ms, cleanup {:.0} ms",
+                    run + 1,
+                    ms(*single.last().unwrap()),
+                    ms(*ours.last().unwrap())
+                );
+            }
+        }
+        let (s, o) = (median(single), median(ours));
+        let worst = slowest.iter().max().copied().unwrap_or_default();
+        let naive_ms = if args.naive {
+            fresh(&db).await;
+            let (took, deleted, _) = naive(&db, cutoff, batch_size).await;
+            assert_eq!(deleted, expired, "the naive shape deletes the same rows");
+            if !args.json {
+                println!("batch {batch_size} naive: {:.0} ms", ms(took));
+            }
+            Some(ms(took).round())
+        } else {
+            None
+        };
+        results.push(serde_json::json!({
+            "naive_ms": naive_ms,
+            "naive_ratio": naive_ms.map(|n| (n / ms(s) * 100.0).round() / 100.0),
+            "batch_size": batch_size,
+            "expired": expired,
+            "single_ms": ms(s).round(),
+            "cleanup_ms": ms(o).round(),
+            "ratio": (o.as_secs_f64() / s.as_secs_f64() * 100.0).round() / 100.0,
+            "batches": batches,
+            "worst_batch_ms": (ms(worst) * 10.0).round() / 10.0,
+        }));
+    }
+
+    let backend = format!("{:?}", args.backend).to_lowercase();
+    if args.json {
+        let out = serde_json::json!({
+            "backend": backend,
+            "tokens": args.tokens,
+            "runs": args.runs,
+            "results": results,
+            "plan": plan,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    } else {
+        println!(
+            "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | naive shape ms (ratio) |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for r in &results {
+            let naive = match r["naive_ms"].as_f64() {
+                Some(n) => format!(
+                    "{n} ({:.2}x)",
+                    r["naive_ratio"].as_f64().unwrap_or_default()
+                ),
+                None => "-".into(),
+            };
+            println!(
+                "| {backend} | {} | {} | {} | {} | {} | {:.2}x | {} | {} | {naive} |",
+                args.tokens,
+                r["batch_size"],
+                r["expired"],
+                r["single_ms"],
+                r["cleanup_ms"],
+                r["ratio"].as_f64().unwrap_or_default(),
+                r["batches"],
+                r["worst_batch_ms"]
+            );
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! PostgreSQL store (sqlx + sea-query).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_query::{ColumnDef, PostgresQueryBuilder};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+use tracing::debug;
+use uuid::Uuid;
+
+use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, parse_run};
+use super::{BatchFilter, BatchOutcome, Criterion, RunStore, TokenStore, TypeCounts};
+use crate::error::{Error, Result};
+use crate::run::{RunQuery, RunRecord};
+use crate::table::TokenTable;
+
+const STORE: &str = "postgres";
+
+/// First key of every advisory lock this store takes (`'TkCl'`), so that the second key,
+/// a hash of the table and token type, cannot collide with the host's one-key locks.
+const LOCK_NAMESPACE: i32 = 0x546b_436c;
+
+/// Milliseconds since the epoch on the database clock (leases use one clock for every
+/// instance).
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// [`TokenStore`] and [`RunStore`] on PostgreSQL 12 or later.
+///
+/// The token table may live in any schema ([`TokenTable::schema`]); the expiry and
+/// used-at columns are `timestamptz` (or `timestamp` holding UTC). Run records and job
+/// leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it, so every
+/// instance of the host sees the same runs, statistics and reports.
+///
+/// # How a batch deletes
+///
+/// Each batch is **one statement in its own transaction**, shaped so that its plan stays
+/// an index range scan at every batch size and through the whole run:
+///
+/// 1. `pg_try_advisory_xact_lock(namespace, hash(table, type, criterion))`. If another
+///    instance is deleting a batch of the same type right now, this instance leaves the
+///    type to it (the batch reports 0 rows and the engine moves on): two instances never
+///    wait on each other's row locks and never delete the same row.
+/// 2. An index-only scan of `(type, expires_at)` for the first `n` keys at or after the
+///    previous batch's last key (`BatchFilter::resume_from`): it starts past the dead
+///    index entries that earlier batches left behind, which is what makes the common
+///    `DELETE .. WHERE id IN (SELECT id .. LIMIT n)` shape slower with every batch.
+/// 3. `DELETE` of the key range from the first to below the `n`-th key (a bitmap heap
+///    scan, in page order; both ends are bounds, so the planner estimates a small range
+///    whatever share of the table the type has) plus exactly as many rows with the `n`-th
+///    key as the scan counted (by `ctid`), so a batch never exceeds `n` even when many
+///    tokens share one expiry instant.
+///
+/// The statement returns the rows deleted and the last key, in one round trip.
+/// [`explain_batch`](Self::explain_batch) shows the plan.
+///
+/// # Commit and timeouts
+///
+/// Batches commit with `synchronous_commit = off` by default: the server acknowledges the
+/// commit before its WAL record reaches the disk. Deleting an expired token twice is
+/// harmless, so the only effect of a server crash within the WAL writer's delay (about
+/// 0.6 s) is that a few tokens reported as deleted come back and go in the next run.
+/// [`synchronous_commit(true)`](Self::synchronous_commit) restores the server's setting.
+/// [`batch_timeout`](Self::batch_timeout) bounds each batch with `SET LOCAL
+/// statement_timeout` (two more round trips per batch); a batch that hits it rolls back
+/// and fails with [`Error::Timeout`], which the engine retries per its policy.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), token_cleanup_core::Error> {
+/// use std::time::Duration;
+/// use token_cleanup_core::{PostgresStore, TokenStore, TokenTable};
+///
+/// let table = TokenTable::builder().schema("auth").build()?;
+/// let store = PostgresStore::connect("postgres://app@localhost/app", table)
+///     .await?
+///     .batch_timeout(Some(Duration::from_secs(5)));
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Statements,
+    names: QuotedNames,
+    batch_timeout: Option<Duration>,
+    synchronous_commit: bool,
+    #[cfg(feature = "test-util")]
+    faults: std::sync::Mutex<Vec<String>>,
+}
+
+fn err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| Error::store(STORE, operation, e)
+}
+
+impl PostgresStore {
+    /// A store on the host's pool.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: sqlx::PgPool) {
+    /// use token_cleanup_core::{PostgresStore, TokenTable};
+    /// let store = PostgresStore::new(pool, TokenTable::default());
+    /// # }
+    /// ```
+    pub fn new(pool: PgPool, table: TokenTable) -> Self {
+        let sql = Statements::new(table, TimeEncoding::Native);
+        let names = sql.quoted('"');
+        Self {
+            pool,
+            sql,
+            names,
+            batch_timeout: None,
+            synchronous_commit: false,
+            #[cfg(feature = "test-util")]
+            faults: Default::default(),
+        }
+    }
+
+    /// Connects a small pool (4 connections) of its own.
+    ///
+    /// A server that refuses the connection is an [`Error::Store`] naming `postgres`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), token_cleanup_core::Error> {
+    /// use token_cleanup_core::{PostgresStore, TokenTable};
+    /// let store = PostgresStore::connect("postgres://app@localhost/app", TokenTable::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str, table: TokenTable) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await
+            .map_err(err("connect"))?;
+        Ok(Self::new(pool, table))
+    }
+
+    /// Bounds every delete batch with a server-side statement timeout (default: none).
+    pub fn batch_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.batch_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// `true` commits batches with the server's `synchronous_commit` setting; `false`
+    /// (the default) commits them asynchronously. See the type's documentation.
+    pub fn synchronous_commit(mut self, synchronous: bool) -> Self {
+        self.synchronous_commit = synchronous;
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The plan PostgreSQL would use for the next batch of `filter` (`EXPLAIN`, nothing
+    /// is executed or locked).
+    ///
+    /// ```no_run
+    /// # async fn example(store: token_cleanup_core::PostgresStore) -> Result<(), token_cleanup_core::Error> {
+    /// use chrono::Utc;
+    /// use token_cleanup_core::{BatchFilter, Criterion};
+    /// let filter = BatchFilter::new("password_reset", Criterion::Expired { before: Utc::now() });
+    /// println!("{}", store.explain_batch(&filter, 1000).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn explain_batch(&self, filter: &BatchFilter, limit: u32) -> Result<String> {
+        let sql = format!("EXPLAIN {}", self.batch_sql(filter));
+        let rows = self
+            .bind_batch(&sql, filter, limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("explain a batch"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(err("explain a batch")))
+            .collect::<Result<Vec<_>>>()
+            .map(|lines| lines.join("\n"))
+    }
+
+    /// The advisory lock key of one type and criterion on this table.
+    fn lock_key(&self, filter: &BatchFilter) -> i32 {
+        let criterion = if filter.criterion.is_used() {
+            "used"
+        } else {
+            "expired"
+        };
+        fnv1a32(&[
+            &self.sql.table.qualified_name(),
+            &filter.token_type,
+            criterion,
+        ])
+    }
+
+    /// The batch statement for `filter`'s criterion (see the type's documentation).
+    ///
+    /// Parameters: `$1` lock key, `$2` type, `$3` limit, `$4` cutoff, then the used
+    /// criterion's expiry bound, then the resume point, when present.
+    fn batch_sql(&self, filter: &BatchFilter) -> String {
+        let QuotedNames {
+            table,
+            ty,
+            exp,
+            used,
+            ..
+        } = &self.names;
+        let (key, mut crit, mut next) = match filter.criterion {
+            Criterion::Expired { .. } => (exp.as_str(), format!("{exp} < $4"), 5),
+            Criterion::Used { .. } => {
+                // The engine refuses `include_used` without a used-at column.
+                let used = used.as_deref().unwrap_or(exp);
+                (used, format!("{used} < $4 AND {exp} >= $5"), 6)
+            }
+        };
+        if filter.resume_from.is_some() {
+            crit.push_str(&format!(" AND {key} >= ${next}"));
+            next += 1;
+        }
+        debug_assert!(next <= 7);
+        let async_commit = if self.synchronous_commit {
+            ""
+        } else {
+            ", set_config('synchronous_commit', 'off', true)"
+        };
+        format!(
+            "WITH lk AS MATERIALIZED (\
+               SELECT pg_try_advisory_xact_lock({LOCK_NAMESPACE}, $1) AS ok{async_commit}), \
+             firstn AS MATERIALIZED (\
+               SELECT {key} AS k FROM {table} \
+               WHERE (SELECT ok FROM lk) AND {ty} = $2 AND {crit} \
+               ORDER BY {key} LIMIT $3), \
+             b AS MATERIALIZED (SELECT count(*) AS n, min(k) AS lower, max(k) AS upper FROM firstn), \
+             ties AS MATERIALIZED (\
+               SELECT count(*) AS n FROM firstn WHERE k = (SELECT upper FROM b)), \
+             below AS (\
+               DELETE FROM {table} WHERE {ty} = $2 AND {crit} \
+                 AND {key} >= (SELECT lower FROM b) AND {key} < (SELECT upper FROM b) \
+               RETURNING 1), \
+             at_upper AS (\
+               DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM {table} WHERE {ty} = $2 AND {crit} AND {key} = (SELECT upper FROM b) \
+                 LIMIT (SELECT n FROM ties))) \
+               RETURNING 1) \
+             SELECT (SELECT count(*) FROM below) + (SELECT count(*) FROM at_upper) AS deleted, \
+               (SELECT upper FROM b) AS resume, (SELECT ok FROM lk) AS locked"
+        )
+    }
+
+    fn bind_batch<'q>(
+        &self,
+        sql: &'q str,
+        filter: &BatchFilter,
+        limit: u32,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.lock_key(filter))
+            .bind(filter.token_type.clone())
+            .bind(i64::from(limit));
+        q = match filter.criterion {
+            Criterion::Expired { before } => q.bind(before),
+            Criterion::Used {
+                before,
+                not_expired_before,
+            } => q.bind(before).bind(not_expired_before),
+        };
+        if let Some(resume) = filter.resume_from {
+            q = q.bind(resume);
+        }
+        q
+    }
+
+    fn batch_error(&self, e: sqlx::Error) -> Error {
+        let cancelled = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "57014");
+        match (cancelled, self.batch_timeout) {
+            (true, Some(timeout)) => Error::Timeout {
+                store: STORE,
+                operation: "delete a batch",
+                timeout,
+            },
+            _ => Error::store(STORE, "delete a batch", e),
+        }
+    }
+
+    async fn run_batch(&self, filter: &BatchFilter, limit: u32) -> Result<PgRow> {
+        let sql = self.batch_sql(filter);
+        let query = self.bind_batch(&sql, filter, limit);
+        match self.batch_timeout {
+            None => query
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.batch_error(e)),
+            Some(timeout) => {
+                let mut tx = self.pool.begin().await.map_err(|e| self.batch_error(e))?;
+                sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                    .bind(format!("{}ms", timeout.as_millis().max(1)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.batch_error(e))?;
+                let row = query
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.batch_error(e))?;
+                tx.commit().await.map_err(|e| self.batch_error(e))?;
+                Ok(row)
+            }
+        }
+    }
+
+    async fn execute<S: SqlxBinder>(&self, stmt: &S, operation: &'static str) -> Result<u64> {
+        let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+        sqlx::query_with(AssertSqlSafe(sql), values)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(err(operation))
+    }
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
+    fn table(&self) -> &TokenTable {
+        &self.sql.table
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let time_col = |name: &str| {
+            ColumnDef::new(name.to_owned())
+                .timestamp_with_time_zone()
+                .to_owned()
+        };
+        let id = ColumnDef::new(self.sql.table.id_column().as_str().to_owned())
+            .big_integer()
+            .not_null()
+            .auto_increment()
+            .primary_key()
+            .to_owned();
+        let mut statements = Vec::new();
+        if let Some(schema) = self.sql.table.schema() {
+            statements.push(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                super::sql::quote(schema.as_str(), '"')
+            ));
+        }
+        statements.push(
+            self.sql
+                .create_token_table(id, time_col)
+                .to_string(PostgresQueryBuilder),
+        );
+        statements.push(self.sql.expiry_index().to_string(PostgresQueryBuilder));
+        if let Some(used) = self.sql.used_index() {
+            statements.push(used.to_string(PostgresQueryBuilder));
+        }
+        statements.push(self.sql.create_runs_table().to_string(PostgresQueryBuilder));
+        statements.push(self.sql.runs_index().to_string(PostgresQueryBuilder));
+        statements.push(
+            self.sql
+                .create_leases_table()
+                .to_string(PostgresQueryBuilder),
+        );
+        // Instances starting together would race on the catalog; one migrates at a time.
+        let mut tx = self.pool.begin().await.map_err(err("migrate"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(LOCK_NAMESPACE)
+            .bind(fnv1a32(&[&self.sql.table.qualified_name(), "migrate"]))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("migrate"))?;
+        for sql in statements {
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(err("migrate"))?;
+        }
+        tx.commit().await.map_err(err("migrate"))
+    }
+
+    async fn token_types(&self) -> Result<Vec<String>> {
+        let (sql, values) = self.sql.distinct_types().build_sqlx(PostgresQueryBuilder);
+        sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("list token types"))
+    }
+
+    async fn count(&self, filter: &BatchFilter) -> Result<u64> {
+        let (sql, values) = self.sql.count(filter).build_sqlx(PostgresQueryBuilder);
+        let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("count tokens"))?;
+        Ok(n as u64)
+    }
+
+    async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
+        let row = self.run_batch(filter, limit).await?;
+        let decode = err("decode a batch result");
+        let locked: Option<bool> = row
+            .try_get("locked")
+            .map_err(err("decode a batch result"))?;
+        if locked != Some(true) {
+            debug!(
+                token_type = %filter.token_type,
+                "another instance is deleting this token type; leaving it to that instance"
+            );
+            return Ok(BatchOutcome {
+                deleted: 0,
+                resume_from: filter.resume_from,
+            });
+        }
+        let deleted: i64 = row.try_get("deleted").map_err(decode)?;
+        let resume: Option<DateTime<Utc>> = row
+            .try_get("resume")
+            .map_err(err("decode a batch result"))?;
+        Ok(BatchOutcome {
+            deleted: deleted.max(0) as u64,
+            resume_from: resume.or(filter.resume_from),
+        })
+    }
+
+    async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
+        let (sql, values) = self.sql.type_counts(now).build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(AssertSqlSafe(sql), values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("count tokens by type"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |i: usize| -> Result<u64> {
+                    row.try_get::<Option<i64>, _>(i)
+                        .map(|v| v.unwrap_or(0).max(0) as u64)
+                        .map_err(err("decode token counts"))
+                };
+                Ok(TypeCounts {
+                    token_type: row.try_get(0).map_err(err("decode token counts"))?,
+                    total: get(1)?,
+                    expired: get(2)?,
+                    used: get(3)?,
+                    active: get(4)?,
+                    oldest_expired: row.try_get(5).map_err(err("decode token counts"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(err("ping"))
+    }
+}
+
+#[async_trait]
+impl RunStore for PostgresStore {
+    async fn insert_run(&self, run: &RunRecord) -> Result<()> {
+        self.execute(&self.sql.insert_run(run), "insert a run record")
+            .await
+            .map(drop)
+    }
+
+    async fn update_run(&self, run: &RunRecord) -> Result<()> {
+        self.execute(&self.sql.update_run(run), "update a run record")
+            .await
+            .map(drop)
+    }
+
+    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
+        let (sql, values) = self.sql.select_run(id).build_sqlx(PostgresQueryBuilder);
+        let json: Option<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("read a run record"))?;
+        json.map(|j| parse_run(STORE, &j)).transpose()
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let (sql, values) = self.sql.select_runs(query).build_sqlx(PostgresQueryBuilder);
+        let rows: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("list run records"))?;
+        rows.iter().map(|j| parse_run(STORE, j)).collect()
+    }
+
+    /// A lease row, timed by the database clock so that instances with skewed clocks
+    /// agree on expiry. An expired lease (its holder crashed) is taken over.
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let leases = &self.names.leases;
+        let sql = format!(
+            "INSERT INTO {leases} AS l (name, holder, expires_at) VALUES ($1, $2, {NOW_MS} + $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE l.expires_at < {NOW_MS} OR l.holder = EXCLUDED.holder"
+        );
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(holder)
+            .bind(ttl_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(err("acquire a lease"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.execute(&self.sql.release_lease(name, holder), "release a lease")
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(feature = "test-util")]
+#[async_trait]
+impl crate::test_util::TestStore for PostgresStore {
+    async fn insert_tokens(&self, tokens: &[crate::Token]) -> Result<()> {
+        for chunk in tokens.chunks(1000) {
+            let stmt = self.sql.insert_tokens(chunk);
+            self.execute(&stmt, "insert tokens").await?;
+        }
+        Ok(())
+    }
+
+    async fn token_ids(&self) -> Result<Vec<i64>> {
+        let (sql, values) = self.sql.select_ids().build_sqlx(PostgresQueryBuilder);
+        sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("list token ids"))
+    }
+
+    async fn fail_deleting(&self, id: i64) -> Result<()> {
+        // A row trigger that raises makes the whole batch statement fail and roll back.
+        let schema = self
+            .sql
+            .table
+            .schema()
+            .map(|s| format!("{}.", super::sql::quote(s.as_str(), '"')))
+            .unwrap_or_default();
+        let name = format!(
+            "token_cleanup_fault_{}_{}",
+            self.sql.table.table(),
+            id.unsigned_abs()
+        );
+        let function = format!("{schema}\"{name}\"");
+        let QuotedNames {
+            table, id: id_col, ..
+        } = &self.names;
+        let sql = format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
+             $f$ BEGIN RAISE EXCEPTION 'injected failure'; END $f$; \
+             DROP TRIGGER IF EXISTS \"{name}\" ON {table}; \
+             CREATE TRIGGER \"{name}\" BEFORE DELETE ON {table} FOR EACH ROW \
+             WHEN (OLD.{id_col} = {id}) EXECUTE FUNCTION {function}()"
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map_err(err("inject a failure"))?;
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(function);
+        Ok(())
+    }
+
+    async fn clear_failures(&self) -> Result<()> {
+        let functions = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
+        for function in functions {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP FUNCTION IF EXISTS {function}() CASCADE"
+            )))
+            .execute(&self.pool)
+            .await
+            .map_err(err("clear injected failures"))?;
+        }
+        Ok(())
+    }
+
+    fn time_precision(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::microseconds(1)
+    }
+}
