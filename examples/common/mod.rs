@@ -55,14 +55,9 @@ pub async fn connect_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
             .map_err(|e| format!("cannot open {url}: {e}"))?;
         Arc::new(store)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(
-            "this build has no PostgreSQL store yet (it arrives with the `postgres` feature)"
-                .into(),
-        );
+        postgres_store(url).await?
     } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        return Err(
-            "this build has no MySQL store yet (it arrives with the `mysql` feature)".into(),
-        );
+        mysql_store(url).await?
     } else {
         return Err(format!(
             "DATABASE_URL must start with sqlite:, postgres:// or mysql://, not {url:?}"
@@ -73,6 +68,45 @@ pub async fn connect_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
         .await
         .map_err(|e| format!("cannot create the tables: {e}"))?;
     Ok(store)
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
+    let store = token_cleanup::PostgresStore::connect(url, TokenTable::default())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_store(_: &str) -> Result<Arc<dyn TokenStore>, String> {
+    Err("DATABASE_URL is a PostgreSQL URL: build the example with `--features postgres`".into())
+}
+
+#[cfg(feature = "mysql")]
+async fn mysql_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
+    let url = url.replacen("mariadb://", "mysql://", 1);
+    let store = token_cleanup::MySqlStore::connect(&url, TokenTable::default())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", redact(&url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn mysql_store(_: &str) -> Result<Arc<dyn TokenStore>, String> {
+    Err("DATABASE_URL is a MySQL URL: build the example with `--features mysql`".into())
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The engine, the scheduler and the admin API on `store`, all tied to `shutdown`.

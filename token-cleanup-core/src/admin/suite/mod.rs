@@ -239,6 +239,24 @@ pub async fn fresh_sqlite_store() -> Arc<crate::SqliteStore> {
     store
 }
 
+/// A fresh schema on the test PostgreSQL server (see [`crate::test_util::servers`]) with
+/// the default table, migrated. Fails, naming the server, when it is unreachable.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub async fn fresh_postgres_store() -> Arc<crate::PostgresStore> {
+    use crate::TokenStore as _;
+    use crate::test_util::servers::postgres as server;
+    let pool = server::pool("token-cleanup-admin-suite", 4).await;
+    let schema = server::fresh_schema(&pool).await;
+    let table = crate::TokenTable::builder()
+        .schema(schema)
+        .build()
+        .expect("valid identifiers");
+    let store = Arc::new(crate::PostgresStore::new(pool, table));
+    store.migrate().await.expect("migrate");
+    store
+}
+
 /// How the suite configures the API.
 #[derive(Debug, Clone, Copy)]
 pub struct SuiteOptions {
