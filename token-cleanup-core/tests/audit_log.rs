@@ -1,0 +1,85 @@
+//! Spans and audit events of a run carry ids and counts, never token values.
+//!
+//! Alone in its test binary: `tracing` caches per-callsite interest process-wide, so a
+//! concurrently running test without a subscriber could make these callsites look
+//! disabled while this test's scoped subscriber is installed.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use sqlx::sqlite::SqlitePoolOptions;
+use token_cleanup_core::test_util::TestStore;
+use token_cleanup_core::test_util::suite::{mixed_tokens, service};
+use token_cleanup_core::{AUDIT_TARGET, CleanupRequest, SqliteStore, TokenStore, TokenTable};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+async fn sqlite_store() -> Arc<SqliteStore> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = Arc::new(SqliteStore::new(pool, TokenTable::default()));
+    store.migrate().await.unwrap();
+    store
+}
+
+#[test]
+fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let store = sqlite_store().await;
+            // The test seeding writes `hash-<id>` as each token's hash.
+            store.insert_tokens(&mixed_tokens(5)).await.unwrap();
+            service(store)
+                .cleanup_expired_tokens(
+                    CleanupRequest::all_types()
+                        .batch_size(3)
+                        .requested_by("alice"),
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let logs = captured.text();
+    assert!(logs.contains(AUDIT_TARGET), "{logs}");
+    assert!(logs.contains("cleanup_started") && logs.contains("cleanup_finished"));
+    assert!(logs.contains("requested_by=\"alice\""), "{logs}");
+    assert!(logs.contains(&report.run_id.to_string()));
+    assert!(logs.contains("token_cleanup.run") && logs.contains("token_cleanup.batch"));
+    assert!(
+        logs.contains("rows=3"),
+        "batch spans record their rows: {logs}"
+    );
+    assert!(!logs.contains("hash-"), "a token hash reached the logs");
+}
