@@ -621,21 +621,22 @@ impl TokenCleanupService {
                             r.min(request.batch_size as u64) as u32
                         });
                         let batch_started = Instant::now();
-                        let deleted = match self.delete_with_retry(&filter, limit, record).await {
-                            Ok(outcome) => {
-                                filter.resume_from = outcome.resume_from.or(filter.resume_from);
-                                outcome.deleted
-                            }
-                            Err((attempts, source)) => {
-                                record.error = Some(error_chain(&source));
-                                break 'run Err(Error::RunFailed {
-                                    partial: Box::new(record.progress.clone()),
-                                    token_type: token_type.clone(),
-                                    attempts,
-                                    source: Box::new(source),
-                                });
-                            }
-                        };
+                        let (deleted, contended) =
+                            match self.delete_with_retry(&filter, limit, record).await {
+                                Ok(outcome) => {
+                                    filter.resume_from = outcome.resume_from.or(filter.resume_from);
+                                    (outcome.deleted, outcome.contended)
+                                }
+                                Err((attempts, source)) => {
+                                    record.error = Some(error_chain(&source));
+                                    break 'run Err(Error::RunFailed {
+                                        partial: Box::new(record.progress.clone()),
+                                        token_type: token_type.clone(),
+                                        attempts,
+                                        source: Box::new(source),
+                                    });
+                                }
+                            };
                         let took = batch_started.elapsed();
                         record.progress.batches += 1;
                         record.progress.slowest_batch = record.progress.slowest_batch.max(took);
@@ -651,7 +652,7 @@ impl TokenCleanupService {
                             self.save_progress(record).await;
                             last_save = Instant::now();
                         }
-                        if deleted < limit as u64 {
+                        if deleted < limit as u64 && !contended {
                             break;
                         }
                         if !self.inner.batch_pause.is_zero() {

@@ -104,7 +104,7 @@ async fn two_instances_delete_each_expired_token_once() {
         .cloned()
         .collect();
     seeder.insert_tokens(&tokens).await.unwrap();
-    for (size_a, size_b) in [(100, 100), (50, 700), (1000, 130)] {
+    for (size_a, size_b) in [(100, 100), (50, 700), (1000, 130), (10, 10), (7, 13)] {
         // Each instance keeps its run records apart, so that the engine's check for an
         // overlapping run elsewhere (a convenience, racy by nature) cannot serialize
         // them: the store alone must keep them apart.

@@ -143,6 +143,11 @@ pub struct BatchOutcome {
     pub deleted: u64,
     /// Where the next batch may start (largest key deleted), if the store tracks it.
     pub resume_from: Option<DateTime<Utc>>,
+    /// The batch came up short because a concurrent transaction (another instance, or
+    /// the host itself) deleted matching rows between the moment the batch read its
+    /// range and the moment it deleted it. A short batch normally means the criterion
+    /// has no rows left; a contended one does not, so the engine asks for another batch.
+    pub contended: bool,
 }
 
 impl BatchOutcome {
@@ -151,6 +156,7 @@ impl BatchOutcome {
         Self {
             deleted,
             resume_from: None,
+            contended: false,
         }
     }
 }

@@ -277,6 +277,9 @@ impl MySqlStore {
         Ok(BatchOutcome {
             deleted,
             resume_from: nth.or(filter.resume_from),
+            // `DELETE .. ORDER BY .. LIMIT n` reads the rows as they are when it runs, so
+            // a short batch means no rows are left.
+            contended: false,
         })
     }
 
@@ -517,6 +520,7 @@ impl TokenStore for MySqlStore {
             return Ok(BatchOutcome {
                 deleted: 0,
                 resume_from: filter.resume_from,
+                contended: false,
             });
         }
         let outcome = self.locked_batch(&mut conn, filter, limit, mariadb).await;

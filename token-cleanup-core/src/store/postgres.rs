@@ -42,7 +42,11 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// 1. `pg_try_advisory_xact_lock(namespace, hash(table, type, criterion))`. If another
 ///    instance is deleting a batch of the same type right now, this instance leaves the
 ///    type to it (the batch reports 0 rows and the engine moves on): two instances never
-///    wait on each other's row locks and never delete the same row.
+///    wait on each other's row locks and never delete the same row. The statement's
+///    snapshot predates the lock, so rows the previous holder deleted in the meantime can
+///    make a batch short; the statement counts the rows it read as well as those it
+///    deleted, and such a batch is reported as
+///    [`contended`](crate::BatchOutcome::contended), never as the end of the type.
 /// 2. An index-only scan of `(type, expires_at)` for the first `n` keys at or after the
 ///    previous batch's last key (`BatchFilter::resume_from`): it starts past the dead
 ///    index entries that earlier batches left behind, which is what makes the common
@@ -242,7 +246,8 @@ impl PostgresStore {
                  LIMIT (SELECT n FROM ties))) \
                RETURNING 1) \
              SELECT (SELECT count(*) FROM below) + (SELECT count(*) FROM at_upper) AS deleted, \
-               (SELECT upper FROM b) AS resume, (SELECT ok FROM lk) AS locked"
+               (SELECT n FROM b) AS seen, (SELECT upper FROM b) AS resume, \
+               (SELECT ok FROM lk) AS locked"
         )
     }
 
@@ -412,15 +417,21 @@ impl TokenStore for PostgresStore {
             return Ok(BatchOutcome {
                 deleted: 0,
                 resume_from: filter.resume_from,
+                contended: false,
             });
         }
         let deleted: i64 = row.try_get("deleted").map_err(decode)?;
+        let seen: i64 = row.try_get("seen").map_err(err("decode a batch result"))?;
         let resume: Option<DateTime<Utc>> = row
             .try_get("resume")
             .map_err(err("decode a batch result"))?;
         Ok(BatchOutcome {
             deleted: deleted.max(0) as u64,
             resume_from: resume.or(filter.resume_from),
+            // The statement's snapshot is taken before it gets the advisory lock: rows
+            // that the previous holder deleted in between are in the range it read but
+            // no longer there to delete.
+            contended: deleted < seen,
         })
     }
 
