@@ -621,11 +621,11 @@ impl TokenCleanupService {
                             r.min(request.batch_size as u64) as u32
                         });
                         let batch_started = Instant::now();
-                        let (deleted, contended) =
+                        let (deleted, more) =
                             match self.delete_with_retry(&filter, limit, record).await {
                                 Ok(outcome) => {
                                     filter.resume_from = outcome.resume_from.or(filter.resume_from);
-                                    (outcome.deleted, outcome.contended)
+                                    (outcome.deleted, outcome.more)
                                 }
                                 Err((attempts, source)) => {
                                     record.error = Some(error_chain(&source));
@@ -652,7 +652,7 @@ impl TokenCleanupService {
                             self.save_progress(record).await;
                             last_save = Instant::now();
                         }
-                        if deleted < limit as u64 && !contended {
+                        if deleted < limit as u64 && !more {
                             break;
                         }
                         if !self.inner.batch_pause.is_zero() {

@@ -144,7 +144,7 @@ impl TokenStore for MemoryStore {
         Ok(BatchOutcome {
             deleted: batch.len() as u64,
             resume_from: batch.last().map(|(key, _)| *key),
-            contended: false,
+            more: false,
         })
     }
 

@@ -143,11 +143,12 @@ pub struct BatchOutcome {
     pub deleted: u64,
     /// Where the next batch may start (largest key deleted), if the store tracks it.
     pub resume_from: Option<DateTime<Utc>>,
-    /// The batch came up short because a concurrent transaction (another instance, or
-    /// the host itself) deleted matching rows between the moment the batch read its
-    /// range and the moment it deleted it. A short batch normally means the criterion
-    /// has no rows left; a contended one does not, so the engine asks for another batch.
-    pub contended: bool,
+    /// Matching rows may remain even though the batch deleted fewer than its limit: a
+    /// concurrent transaction (another instance, or the host itself) deleted rows of the
+    /// range the batch had read, or the batch stopped short of a run of tokens sharing
+    /// one key so as not to exceed its limit. A short batch normally means the criterion
+    /// has no rows left; with `more` set, the engine asks for another batch.
+    pub more: bool,
 }
 
 impl BatchOutcome {
@@ -156,7 +157,7 @@ impl BatchOutcome {
         Self {
             deleted,
             resume_from: None,
-            contended: false,
+            more: false,
         }
     }
 }

@@ -279,7 +279,7 @@ impl MySqlStore {
             resume_from: nth.or(filter.resume_from),
             // `DELETE .. ORDER BY .. LIMIT n` reads the rows as they are when it runs, so
             // a short batch means no rows are left.
-            contended: false,
+            more: false,
         })
     }
 
@@ -520,7 +520,7 @@ impl TokenStore for MySqlStore {
             return Ok(BatchOutcome {
                 deleted: 0,
                 resume_from: filter.resume_from,
-                contended: false,
+                more: false,
             });
         }
         let outcome = self.locked_batch(&mut conn, filter, limit, mariadb).await;

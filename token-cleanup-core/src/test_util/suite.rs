@@ -208,6 +208,45 @@ pub async fn batches_never_exceed_batch_size<S: TestStore>(store: Arc<S>) {
     assert_eq!(report.total_cleaned, 100);
 }
 
+/// Many tokens sharing one expiry instant never push a batch over its size: a run of
+/// equal keys that crosses a batch boundary, and one longer than a whole batch.
+pub async fn equal_expiries_never_overflow_a_batch<S: TestStore>(store: Arc<S>) {
+    let mut tokens = Vec::new();
+    let mut id = 0;
+    let mut push = |ty: &str, expires_at: DateTime<Utc>, n: usize| {
+        for _ in 0..n {
+            id += 1;
+            tokens.push(Token::new(id, ty, expires_at));
+        }
+    };
+    // Batch size 4: 3 then 2 equal keys cross the first boundary; 11 equal keys fill
+    // more than two whole batches; 1 lone key after them; then active ones.
+    push(INVITE, t0() - TimeDelta::hours(3), 3);
+    push(INVITE, t0() - TimeDelta::hours(2), 2);
+    push(INVITE, t0() - TimeDelta::hours(1), 11);
+    push(INVITE, t0() - TimeDelta::minutes(1), 1);
+    push(INVITE, t0() + TimeDelta::minutes(1), 3);
+    push(INVITE, t0() + TimeDelta::hours(1), 2);
+    push(MAGIC_LINK, t0() - TimeDelta::hours(1), 9);
+    store.insert_tokens(&tokens).await.unwrap();
+    let observed = Arc::new(ObservedStore::new(store.clone()));
+    let report = service(observed.clone())
+        .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(4))
+        .await
+        .unwrap();
+    let batches = observed.batches();
+    assert!(
+        batches
+            .iter()
+            .all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit)),
+        "{batches:?}"
+    );
+    assert_eq!(report.total_cleaned, 17 + 9);
+    assert_eq!(report.by_type.get(INVITE).copied(), Some(17));
+    assert_eq!(report.by_type.get(MAGIC_LINK).copied(), Some(9));
+    assert_eq!(ids(&*store).await, (18..=22).collect::<BTreeSet<i64>>());
+}
+
 /// Reported counts equal the rows that left the table; a second run deletes nothing.
 pub async fn counts_match_rows_removed_and_second_run_is_empty<S: TestStore>(store: Arc<S>) {
     let tokens = mixed_tokens(13);
@@ -638,6 +677,7 @@ macro_rules! store_conformance_tests {
                 cutoff_boundaries_are_exact,
                 dry_run_counts_what_a_real_run_deletes,
                 batches_never_exceed_batch_size,
+                equal_expiries_never_overflow_a_batch,
                 counts_match_rows_removed_and_second_run_is_empty,
                 max_rows_stops_at_a_batch_boundary,
                 cancellation_stops_at_a_batch_boundary,
