@@ -50,9 +50,10 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 ///    snapshot predates the lock, so rows the previous holder deleted in the meantime can
 ///    make a batch short; such a batch is reported with
 ///    [`more`](crate::BatchOutcome::more) set, never as the end of the type.
-/// 2. An index-only scan of `(type, expires_at)` for the first `n + 1` keys at or after
-///    the previous batch's last key (`BatchFilter::resume_from`): it starts past the dead
-///    index entries that earlier batches left behind, which is what makes the common
+/// 2. Index-only scans of `(type, expires_at)` from the previous batch's last key
+///    (`BatchFilter::resume_from`) for the first key and for the `n`-th and `n + 1`-th
+///    keys (`LIMIT 2 OFFSET n - 1`, nothing materialized): they start past the dead index
+///    entries that earlier batches left behind, which is what makes the common
 ///    `DELETE .. WHERE id IN (SELECT id .. LIMIT n)` shape slower with every batch.
 /// 3. `DELETE` of the key range from the first to the `n`-th key (a bitmap heap scan, in
 ///    page order; both ends are bounds, so the planner estimates a small range whatever
@@ -245,30 +246,31 @@ impl PostgresStore {
         let QuotedNames { table, ty, .. } = &self.names;
         let (key, crit, nonce) = self.batch_condition(filter);
         let lock = self.lock_cte();
+        let head = format!("FROM {table} WHERE (SELECT ok FROM lk) AND {ty} = $2 AND {crit}");
         format!(
             "WITH {lock}, \
-             firstn AS MATERIALIZED (\
-               SELECT k, row_number() OVER (ORDER BY k) AS rn FROM (\
-                 SELECT {key} AS k FROM {table} \
-                 WHERE (SELECT ok FROM lk) AND {ty} = $2 AND {crit} \
-                 ORDER BY {key} LIMIT $3 + 1) f), \
-             b AS MATERIALIZED (\
-               SELECT count(*) AS c, min(k) AS lower, \
-                 max(k) FILTER (WHERE rn <= $3) AS kn, max(k) FILTER (WHERE rn = $3 + 1) AS kn1 \
-               FROM firstn), \
-             r AS MATERIALIZED (\
-               SELECT lower, kn, coalesce(kn1 = kn, false) AS tie, \
-                 CASE WHEN kn1 = kn THEN kn ELSE 'infinity'::timestamptz END AS below, \
-                 CASE WHEN kn1 = kn THEN (SELECT count(*) FROM firstn WHERE k < b.kn) \
-                   ELSE least(c, $3) END AS seen \
-               FROM b), \
+             pair AS MATERIALIZED (\
+               SELECT {key} AS k {head} ORDER BY {key} LIMIT 2 OFFSET $3 - 1), \
+             b AS MATERIALIZED (SELECT min(k) AS kn, max(k) AS kn1, count(*) AS m FROM pair), \
+             r AS MATERIALIZED (SELECT \
+               (SELECT {key} {head} ORDER BY {key} LIMIT 1) AS lower, \
+               CASE WHEN m = 0 THEN 'infinity'::timestamptz ELSE kn END AS hi, \
+               CASE WHEN m = 2 AND kn1 = kn THEN kn ELSE 'infinity'::timestamptz END AS below, \
+               (m = 2 AND kn1 = kn) AS tie, \
+               CASE WHEN m = 0 THEN (SELECT count(*) FROM (\
+                   SELECT {key} {head} ORDER BY {key} LIMIT $3) x) \
+                 WHEN m = 2 AND kn1 = kn THEN (SELECT count(*) FROM (\
+                   SELECT {key} {head} AND {key} < b.kn ORDER BY {key} LIMIT $3) x) \
+                 ELSE $3 END AS seen, \
+               kn \
+             FROM b), \
              info AS MATERIALIZED (\
                SELECT set_config('{BATCH_SETTING}', json_build_object(\
                  'nonce', ${nonce}::bigint, 'locked', (SELECT ok FROM lk), 'seen', seen, \
                  'resume', kn, 'tie', tie)::text, false) AS s FROM r) \
              DELETE FROM {table} \
              WHERE (SELECT s IS NOT NULL FROM info) AND {ty} = $2 AND {crit} \
-               AND {key} >= (SELECT lower FROM r) AND {key} <= (SELECT kn FROM r) \
+               AND {key} >= (SELECT lower FROM r) AND {key} <= (SELECT hi FROM r) \
                AND {key} < (SELECT below FROM r)"
         )
     }

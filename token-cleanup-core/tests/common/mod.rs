@@ -3,28 +3,72 @@
 
 pub(crate) mod smtp_sink;
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use token_cleanup_core::{Clock, Notification, Notifier};
 
-/// Log lines written while the returned guard lives (this thread only, which is every
+/// Log lines written on this thread while the returned guard lives (which is every
 /// task of a current-thread tokio test).
+///
+/// One global subscriber is installed once per test binary and hands each line to the
+/// capture of the thread that wrote it. A scoped (`set_default`) subscriber would not do:
+/// tracing caches each callsite's interest for the whole process, and a test running
+/// without a subscriber at the same moment could register a callsite as disabled.
 #[derive(Clone, Default)]
 pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    static CAPTURE: RefCell<Option<Logs>> = const { RefCell::new(None) };
+}
+
+/// Ends a capture (restoring the one it replaced, if any) when dropped.
+pub(crate) struct CaptureGuard {
+    previous: Option<Logs>,
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CAPTURE.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Writes to the capture of the current thread, if there is one.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(logs) = &*c.borrow() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Logs {
-    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+    pub(crate) fn capture() -> (Self, CaptureGuard) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadCapture)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+        });
         let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let previous = CAPTURE.with(|c| c.borrow_mut().replace(logs.clone()));
+        (logs, CaptureGuard { previous })
     }
 
     pub(crate) fn text(&self) -> String {
@@ -38,16 +82,6 @@ impl Logs {
             .filter(|l| l.contains(" WARN ") && l.contains(needle))
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
