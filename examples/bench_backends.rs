@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
-//!     [--naive] [--url URL]
+//!     [--naive] [--synchronous-commit] [--url URL]
 //! ```
 //!
 //! It seeds one time-ordered table (ids in expiry order, four token types interleaved,
@@ -15,6 +15,10 @@
 //! once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
+//!
+//! `--synchronous-commit` makes PostgreSQL batches commit with the server's
+//! `synchronous_commit` (`PostgresStore::synchronous_commit(true)`) instead of
+//! asynchronously.
 //!
 //! Default URLs: `postgres://postgres@127.0.0.1:5432/test` (schema `tc_bench`),
 //! `mysql://root@127.0.0.1:3306/test` (database `tc_bench`), and a SQLite file in the
@@ -34,6 +38,9 @@ const TABLE: &str = "bench_tokens";
 const SEED: &str = "bench_seed";
 const SCHEMA: &str = "tc_bench";
 
+/// `--synchronous-commit`, set once from the arguments.
+static SYNCHRONOUS_COMMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Postgres,
@@ -49,13 +56,14 @@ struct Args {
     runs: usize,
     json: bool,
     naive: bool,
+    synchronous_commit: bool,
     url: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
-         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--url URL]"
+         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--url URL]"
     );
     std::process::exit(2)
 }
@@ -68,6 +76,7 @@ fn parse_args() -> Args {
         runs: 3,
         json: false,
         naive: false,
+        synchronous_commit: false,
         url: None,
     };
     let mut it = std::env::args().skip(1);
@@ -92,6 +101,7 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value().parse().unwrap_or_else(|_| usage()),
             "--json" => args.json = true,
             "--naive" => args.naive = true,
+            "--synchronous-commit" => args.synchronous_commit = true,
             "--url" => args.url = Some(value()),
             _ => usage(),
         }
@@ -139,7 +149,10 @@ impl Db {
 
     fn store(&self) -> Arc<dyn TokenStore> {
         match self {
-            Db::Postgres(p) => Arc::new(PostgresStore::new(p.clone(), self.table())),
+            Db::Postgres(p) => Arc::new(
+                PostgresStore::new(p.clone(), self.table())
+                    .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false)),
+            ),
             Db::MySql(p) => Arc::new(MySqlStore::new(p.clone(), self.table())),
             Db::Sqlite(p) => Arc::new(SqliteStore::new(p.clone(), self.table())),
         }
@@ -418,6 +431,9 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
+    SYNCHRONOUS_COMMIT
+        .set(args.synchronous_commit)
+        .expect("set once");
     let db = connect(&args).await;
     // A whole second, so that the literal in the single statement equals the cutoff.
     let cutoff = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
