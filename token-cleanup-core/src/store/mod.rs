@@ -152,6 +152,21 @@ pub struct BatchOutcome {
 }
 
 impl BatchOutcome {
+    /// The outcome of a batch that found another instance deleting the same rows (its
+    /// lock taken) and left them to it: nothing deleted, the resume point unchanged.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) fn left_to_other_instance(filter: &BatchFilter) -> Self {
+        tracing::debug!(
+            token_type = %filter.token_type,
+            "another instance is deleting this token type; leaving it to that instance"
+        );
+        Self {
+            deleted: 0,
+            resume_from: filter.resume_from,
+            more: false,
+        }
+    }
+
     /// An outcome of `deleted` rows without a resume point.
     pub fn deleted(deleted: u64) -> Self {
         Self {

@@ -9,7 +9,6 @@ use sea_query_sqlx::SqlxBinder;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::OnceCell;
-use tracing::debug;
 use uuid::Uuid;
 
 use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, index_name, parse_run};
@@ -513,15 +512,7 @@ impl TokenStore for MySqlStore {
             .await
             .map_err(|e| self.batch_error(e))?;
         if locked != Some(1) {
-            debug!(
-                token_type = %filter.token_type,
-                "another instance is deleting this token type; leaving it to that instance"
-            );
-            return Ok(BatchOutcome {
-                deleted: 0,
-                resume_from: filter.resume_from,
-                more: false,
-            });
+            return Ok(BatchOutcome::left_to_other_instance(filter));
         }
         let outcome = self.locked_batch(&mut conn, filter, limit, mariadb).await;
         let released = sqlx::query("SELECT RELEASE_LOCK(?)")

@@ -8,7 +8,7 @@ use sea_query::{ColumnDef, PostgresQueryBuilder};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
-use tracing::debug;
+use tracing::warn;
 use uuid::Uuid;
 
 use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, parse_run};
@@ -30,6 +30,18 @@ const BATCH_SETTING: &str = "token_cleanup.batch";
 /// Milliseconds since the epoch on the database clock (leases use one clock for every
 /// instance).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// What a batch statement read, as it recorded it in [`BATCH_SETTING`].
+struct ReadBack {
+    /// It got the advisory lock.
+    locked: bool,
+    /// Rows in the range it deleted, as its snapshot saw them.
+    seen: u64,
+    /// The `n`-th key: where the next batch starts.
+    resume: Option<DateTime<Utc>>,
+    /// Keys `n` and `n + 1` were equal, so the range stopped below them.
+    tie: bool,
+}
 
 /// [`TokenStore`] and [`RunStore`] on PostgreSQL 12 or later.
 ///
@@ -345,40 +357,31 @@ impl PostgresStore {
             .await
             .map_err(|e| self.batch_error(e))?
             .rows_affected();
-        let row = sqlx::query(
-            "SELECT (j->>'nonce')::bigint, (j->>'locked')::boolean, (j->>'seen')::bigint, \
-               (j->>'resume')::timestamptz, (j->>'tie')::boolean \
-             FROM (SELECT current_setting($1, true)::json AS j) s",
-        )
-        .bind(BATCH_SETTING)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| self.batch_error(e))?;
-        let decode = |e| Error::store(STORE, "decode a batch result", e);
-        let read_nonce: Option<i64> = row.try_get(0).map_err(decode)?;
-        if read_nonce != Some(nonce) {
-            return Err(Error::store(
-                STORE,
-                "decode a batch result",
-                "the batch statement did not record what it read",
-            ));
+        let read = match self.read_back(conn, nonce).await {
+            Ok(read) => read,
+            // Without a transaction around it the DELETE has committed: its count is
+            // exact, only where the next batch starts is unknown (it starts where this
+            // one did). With one, the commit that follows fails and rolls it back.
+            Err(e) if deleted > 0 => {
+                warn!(
+                    error = %e,
+                    deleted,
+                    "could not read back what a committed batch read; the next batch starts where it did"
+                );
+                return Ok(BatchOutcome {
+                    deleted,
+                    resume_from: filter.resume_from,
+                    more: true,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if !read.locked {
+            return Ok(BatchOutcome::left_to_other_instance(filter));
         }
-        let locked: Option<bool> = row.try_get(1).map_err(decode)?;
-        if locked != Some(true) {
-            debug!(
-                token_type = %filter.token_type,
-                "another instance is deleting this token type; leaving it to that instance"
-            );
-            return Ok(BatchOutcome {
-                deleted: 0,
-                resume_from: filter.resume_from,
-                more: false,
-            });
-        }
-        let seen: Option<i64> = row.try_get(2).map_err(decode)?;
-        let resume: Option<DateTime<Utc>> = row.try_get(3).map_err(decode)?;
-        let tie = row.try_get::<Option<bool>, _>(4).map_err(decode)? == Some(true);
-        let seen = seen.unwrap_or(0).max(0) as u64;
+        let ReadBack {
+            seen, resume, tie, ..
+        } = read;
         if let (true, 0, Some(key)) = (tie, seen, resume) {
             // More than `limit` tokens share the first key: delete `limit` of them.
             let sql = self.tie_sql(filter);
@@ -402,6 +405,38 @@ impl PostgresStore {
             // deleted in between are in the range it read but no longer there to delete.
             // A batch that stopped before a run of equal keys is short on purpose.
             more: tie || deleted < seen,
+        })
+    }
+
+    /// What the batch statement with `nonce` recorded in the session setting.
+    async fn read_back(&self, conn: &mut sqlx::PgConnection, nonce: i64) -> Result<ReadBack> {
+        let row = sqlx::query(
+            "SELECT (j->>'nonce')::bigint, (j->>'locked')::boolean, (j->>'seen')::bigint, \
+               (j->>'resume')::timestamptz, (j->>'tie')::boolean \
+             FROM (SELECT current_setting($1, true)::json AS j) s",
+        )
+        .bind(BATCH_SETTING)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| self.batch_error(e))?;
+        let decode = |e| Error::store(STORE, "decode a batch result", e);
+        let read_nonce: Option<i64> = row.try_get(0).map_err(decode)?;
+        if read_nonce != Some(nonce) {
+            return Err(Error::store(
+                STORE,
+                "decode a batch result",
+                "the batch statement did not record what it read",
+            ));
+        }
+        Ok(ReadBack {
+            locked: row.try_get::<Option<bool>, _>(1).map_err(decode)? == Some(true),
+            seen: row
+                .try_get::<Option<i64>, _>(2)
+                .map_err(decode)?
+                .unwrap_or(0)
+                .max(0) as u64,
+            resume: row.try_get(3).map_err(decode)?,
+            tie: row.try_get::<Option<bool>, _>(4).map_err(decode)? == Some(true),
         })
     }
 

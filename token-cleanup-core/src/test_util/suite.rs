@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ObservedStore, TestStore};
 use crate::{
-    CleanupRequest, Error, GracePolicy, HealthConfig, HealthStatus, ManualClock, RetryPolicy,
-    RunQuery, RunStatus, StopReason, Token, TokenCleanupService, TokenStore, TokenTable,
+    CleanupReport, CleanupRequest, Error, GracePolicy, HealthConfig, HealthStatus, ManualClock,
+    RetryPolicy, RunQuery, RunStatus, StopReason, Token, TokenCleanupService, TokenStore,
+    TokenTable,
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
@@ -188,10 +189,13 @@ pub async fn dry_run_counts_what_a_real_run_deletes<S: TestStore>(store: Arc<S>)
     assert_eq!(dry.total_cleaned, real.total_cleaned);
 }
 
-/// No batch deletes more than the batch size; the report's batch count is exact.
-pub async fn batches_never_exceed_batch_size<S: TestStore>(store: Arc<S>) {
-    let tokens = mixed_tokens(25);
-    store.insert_tokens(&tokens).await.unwrap();
+/// Inserts `tokens`, cleans all types in batches of 4 and checks that no batch asked for
+/// or deleted more than 4 rows. Returns the report and each batch's (limit, deleted).
+async fn clean_in_batches_of_4<S: TestStore>(
+    store: &Arc<S>,
+    tokens: &[Token],
+) -> (CleanupReport, Vec<(u32, u64)>) {
+    store.insert_tokens(tokens).await.unwrap();
     let observed = Arc::new(ObservedStore::new(store.clone()));
     let report = service(observed.clone())
         .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(4))
@@ -201,8 +205,16 @@ pub async fn batches_never_exceed_batch_size<S: TestStore>(store: Arc<S>) {
     assert!(
         batches
             .iter()
-            .all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit))
+            .all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit)),
+        "{batches:?}"
     );
+    (report, batches)
+}
+
+/// No batch deletes more than the batch size; the report's batch count is exact.
+pub async fn batches_never_exceed_batch_size<S: TestStore>(store: Arc<S>) {
+    let tokens = mixed_tokens(25);
+    let (report, batches) = clean_in_batches_of_4(&store, &tokens).await;
     assert_eq!(report.batches as usize, batches.len());
     assert_eq!(batches.iter().map(|(_, d)| d).sum::<u64>(), 100);
     assert_eq!(report.total_cleaned, 100);
@@ -228,19 +240,7 @@ pub async fn equal_expiries_never_overflow_a_batch<S: TestStore>(store: Arc<S>) 
     push(INVITE, t0() + TimeDelta::minutes(1), 3);
     push(INVITE, t0() + TimeDelta::hours(1), 2);
     push(MAGIC_LINK, t0() - TimeDelta::hours(1), 9);
-    store.insert_tokens(&tokens).await.unwrap();
-    let observed = Arc::new(ObservedStore::new(store.clone()));
-    let report = service(observed.clone())
-        .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(4))
-        .await
-        .unwrap();
-    let batches = observed.batches();
-    assert!(
-        batches
-            .iter()
-            .all(|(limit, deleted)| *limit <= 4 && *deleted <= u64::from(*limit)),
-        "{batches:?}"
-    );
+    let (report, _) = clean_in_batches_of_4(&store, &tokens).await;
     assert_eq!(report.total_cleaned, 17 + 9);
     assert_eq!(report.by_type.get(INVITE).copied(), Some(17));
     assert_eq!(report.by_type.get(MAGIC_LINK).copied(), Some(9));
