@@ -69,6 +69,19 @@ struct Inner {
     active: Mutex<HashMap<Uuid, ActiveRun>>,
     /// Status of the last health check, so that alerts go out on changes only.
     last_health: Mutex<Option<crate::HealthStatus>>,
+    /// The last token counts read for statistics, shared by the callers that were
+    /// waiting while they were read (see [`TokenCleanupService::fresh_type_counts`]).
+    counts: tokio::sync::Mutex<Option<SharedCounts>>,
+}
+
+/// Token counts read from the store by one caller for all that waited on it.
+#[derive(Debug)]
+struct SharedCounts {
+    /// When the read started.
+    started: Instant,
+    /// The instant the counts are as of.
+    now: DateTime<Utc>,
+    counts: Arc<Vec<crate::store::TypeCounts>>,
 }
 
 #[derive(Debug)]
@@ -180,6 +193,7 @@ impl TokenCleanupServiceBuilder {
                 shutdown: self.shutdown,
                 active: Mutex::new(HashMap::new()),
                 last_health: Mutex::new(None),
+                counts: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -235,6 +249,31 @@ impl TokenCleanupService {
             clock: Arc::new(SystemClock),
             shutdown: CancellationToken::new(),
         }
+    }
+
+    /// The store's token counts as of an instant no earlier than the call, and that
+    /// instant.
+    ///
+    /// Counting is a grouped scan of the token table. Callers that arrive while a scan is
+    /// running wait for it to end, then share one new scan: 200 concurrent statistics
+    /// requests cost two scans, and no caller gets counts read before it asked.
+    pub(crate) async fn fresh_type_counts(
+        &self,
+    ) -> Result<(DateTime<Utc>, Arc<Vec<crate::store::TypeCounts>>)> {
+        let arrived = Instant::now();
+        let mut last = self.inner.counts.lock().await;
+        if let Some(shared) = last.as_ref().filter(|s| s.started >= arrived) {
+            return Ok((shared.now, shared.counts.clone()));
+        }
+        let started = Instant::now();
+        let now = self.clock().now();
+        let counts = Arc::new(self.store().type_counts(now).await?);
+        *last = Some(SharedCounts {
+            started,
+            now,
+            counts: counts.clone(),
+        });
+        Ok((now, counts))
     }
 
     /// The token store.

@@ -214,8 +214,7 @@ impl TokenCleanupService {
                 message: format!("{days} is out of range (1..={MAX_STATISTICS_DAYS})"),
             });
         }
-        let now = self.clock().now();
-        let counts = self.store().type_counts(now).await?;
+        let (now, counts) = self.fresh_type_counts().await?;
         let runs = self
             .run_store()
             .runs(&RunQuery {
@@ -226,7 +225,8 @@ impl TokenCleanupService {
         let history = RunHistory::from_runs(&runs);
         let mut totals = Totals::default();
         let token_types = counts
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|c| {
                 totals.total += c.total;
                 totals.expired += c.expired;

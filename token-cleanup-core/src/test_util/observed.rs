@@ -1,7 +1,7 @@
-//! A store wrapper that records batches and injects transient failures.
+//! A store wrapper that records batches and count scans, and injects transient failures.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,13 +16,16 @@ use crate::table::TokenTable;
 
 type BatchHook = Box<dyn Fn(usize) + Send + Sync>;
 
-/// Wraps a store: records every delete batch (`limit`, rows deleted), can fail the next
-/// `n` batches before they reach the database, and can call a hook after each batch.
+/// Wraps a store: records every delete batch (`limit`, rows deleted) and counts the
+/// grouped count scans (`type_counts`), can fail the next `n` batches before they reach
+/// the database, can slow every count scan down, and can call a hook after each batch.
 pub struct ObservedStore<S> {
     inner: Arc<S>,
     batches: Mutex<Vec<(u32, u64)>>,
     fail_next: AtomicU32,
     after_batch: Mutex<Option<BatchHook>>,
+    count_scans: AtomicUsize,
+    count_delay: Mutex<Duration>,
 }
 
 impl<S> fmt::Debug for ObservedStore<S> {
@@ -39,7 +42,20 @@ impl<S: TokenStore> ObservedStore<S> {
             batches: Mutex::new(Vec::new()),
             fail_next: AtomicU32::new(0),
             after_batch: Mutex::new(None),
+            count_scans: AtomicUsize::new(0),
+            count_delay: Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// How many times `type_counts` reached the wrapped store.
+    pub fn count_scans(&self) -> usize {
+        self.count_scans.load(Ordering::SeqCst)
+    }
+
+    /// Every `type_counts` call sleeps `delay` before it reaches the wrapped store (as a
+    /// grouped scan of a large table would take time).
+    pub fn slow_count_scans(&self, delay: Duration) {
+        *self.count_delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
     /// `(limit, deleted)` of every committed batch, in order.
@@ -102,6 +118,11 @@ impl<S: TokenStore> TokenStore for ObservedStore<S> {
         Ok(outcome)
     }
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
+        self.count_scans.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.count_delay.lock().unwrap_or_else(|p| p.into_inner());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.type_counts(now).await
     }
     async fn ping(&self) -> Result<()> {
