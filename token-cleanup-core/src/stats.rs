@@ -206,7 +206,10 @@ impl TokenCleanupService {
     /// Per-type counts now, plus history and a recommendation over the last `days`
     /// (`1..=365`).
     ///
-    /// The per-type counts scan the token table once (one grouped query).
+    /// The per-type counts scan the token table once (one grouped query). Calls that
+    /// arrive while a scan is running wait for it and then share the next one, so a
+    /// burst of concurrent calls costs two scans, and every answer is as of an instant
+    /// after its call.
     pub async fn statistics(&self, days: u32) -> Result<Statistics> {
         if !(1..=MAX_STATISTICS_DAYS).contains(&days) {
             return Err(Error::InvalidArgument {
