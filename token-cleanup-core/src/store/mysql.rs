@@ -9,12 +9,10 @@ use sea_query_sqlx::SqlxBinder;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::OnceCell;
-use uuid::Uuid;
 
-use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, index_name, parse_run};
-use super::{BatchFilter, BatchOutcome, Criterion, RunStore, TokenStore, TypeCounts};
+use super::sql::{QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32, index_name};
+use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
-use crate::run::{RunQuery, RunRecord};
 use crate::table::TokenTable;
 
 const STORE: &str = "mysql";
@@ -535,19 +533,8 @@ impl TokenStore for MySqlStore {
             .map_err(err("count tokens by type"))?;
         rows.iter()
             .map(|row| {
-                let get = |i: usize| -> Result<u64> {
-                    row.try_get::<Option<i64>, _>(i)
-                        .map(|v| v.unwrap_or(0).max(0) as u64)
-                        .map_err(err("decode token counts"))
-                };
-                Ok(TypeCounts {
-                    token_type: row.try_get(0).map_err(err("decode token counts"))?,
-                    total: get(1)?,
-                    expired: get(2)?,
-                    used: get(3)?,
-                    active: get(4)?,
-                    oldest_expired: row.try_get(5).map_err(err("decode token counts"))?,
-                })
+                let oldest = row.try_get(5).map_err(err("decode token counts"))?;
+                decode_type_counts(STORE, row, oldest)
             })
             .collect()
     }
@@ -561,38 +548,9 @@ impl TokenStore for MySqlStore {
     }
 }
 
-#[async_trait]
-impl RunStore for MySqlStore {
-    async fn insert_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.insert_run(run), "insert a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn update_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.update_run(run), "update a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
-        let (sql, values) = self.sql.select_run(id).build_sqlx(MysqlQueryBuilder);
-        let json: Option<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err("read a run record"))?;
-        json.map(|j| parse_run(STORE, &j)).transpose()
-    }
-
-    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let (sql, values) = self.sql.select_runs(query).build_sqlx(MysqlQueryBuilder);
-        let rows: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("list run records"))?;
-        rows.iter().map(|j| parse_run(STORE, j)).collect()
-    }
-
+super::sql::sql_run_store! {
+    MySqlStore,
+    MysqlQueryBuilder,
     /// A lease row timed by the database clock. The upsert takes the row when it is free,
     /// expired or already ours (assignments run left to right: `expires_at` only moves
     /// when `holder` became ours); a read of the row then says who holds it.
@@ -620,8 +578,7 @@ impl RunStore for MySqlStore {
         .await
         .map_err(err("acquire a lease"))?;
         Ok(current.as_deref() == Some(holder))
-    }
-
+    },
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         self.execute(&self.sql.release_lease(name, holder), "release a lease")
             .await

@@ -11,10 +11,9 @@ use sqlx::{AssertSqlSafe, Row};
 use tracing::warn;
 use uuid::Uuid;
 
-use super::sql::{QuotedNames, Statements, TimeEncoding, fnv1a32, parse_run};
-use super::{BatchFilter, BatchOutcome, Criterion, RunStore, TokenStore, TypeCounts};
+use super::sql::{QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32};
+use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
-use crate::run::{RunQuery, RunRecord};
 use crate::table::TokenTable;
 
 const STORE: &str = "postgres";
@@ -561,19 +560,8 @@ impl TokenStore for PostgresStore {
             .map_err(err("count tokens by type"))?;
         rows.iter()
             .map(|row| {
-                let get = |i: usize| -> Result<u64> {
-                    row.try_get::<Option<i64>, _>(i)
-                        .map(|v| v.unwrap_or(0).max(0) as u64)
-                        .map_err(err("decode token counts"))
-                };
-                Ok(TypeCounts {
-                    token_type: row.try_get(0).map_err(err("decode token counts"))?,
-                    total: get(1)?,
-                    expired: get(2)?,
-                    used: get(3)?,
-                    active: get(4)?,
-                    oldest_expired: row.try_get(5).map_err(err("decode token counts"))?,
-                })
+                let oldest = row.try_get(5).map_err(err("decode token counts"))?;
+                decode_type_counts(STORE, row, oldest)
             })
             .collect()
     }
@@ -587,38 +575,9 @@ impl TokenStore for PostgresStore {
     }
 }
 
-#[async_trait]
-impl RunStore for PostgresStore {
-    async fn insert_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.insert_run(run), "insert a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn update_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.update_run(run), "update a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
-        let (sql, values) = self.sql.select_run(id).build_sqlx(PostgresQueryBuilder);
-        let json: Option<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err("read a run record"))?;
-        json.map(|j| parse_run(STORE, &j)).transpose()
-    }
-
-    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let (sql, values) = self.sql.select_runs(query).build_sqlx(PostgresQueryBuilder);
-        let rows: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("list run records"))?;
-        rows.iter().map(|j| parse_run(STORE, j)).collect()
-    }
-
+super::sql::sql_run_store! {
+    PostgresStore,
+    PostgresQueryBuilder,
     /// A lease row, timed by the database clock so that instances with skewed clocks
     /// agree on expiry. An expired lease (its holder crashed) is taken over.
     async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
@@ -637,8 +596,7 @@ impl RunStore for PostgresStore {
             .await
             .map_err(err("acquire a lease"))?;
         Ok(done.rows_affected() == 1)
-    }
-
+    },
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         self.execute(&self.sql.release_lease(name, holder), "release a lease")
             .await

@@ -570,6 +570,95 @@ pub(crate) fn parse_run(store: &'static str, json: &str) -> crate::Result<RunRec
     serde_json::from_str(json).map_err(|e| crate::Error::store(store, "decode a run record", e))
 }
 
+/// Implements [`RunStore`](super::RunStore) for a SQL store: run records through the
+/// shared [`Statements`], stored as JSON text, plus the store's own lease methods
+/// (`$lease`, which differ per database).
+///
+/// Expects at the call site: `STORE`, `err`, and on the store the fields `sql` and
+/// `pool` and the method `execute(&stmt, operation)`.
+macro_rules! sql_run_store {
+    ($store:ty, $builder:expr, $($lease:item),* $(,)?) => {
+        #[async_trait::async_trait]
+        impl super::RunStore for $store {
+            async fn insert_run(&self, run: &crate::run::RunRecord) -> crate::error::Result<()> {
+                self.execute(&self.sql.insert_run(run), "insert a run record")
+                    .await
+                    .map(drop)
+            }
+
+            async fn update_run(&self, run: &crate::run::RunRecord) -> crate::error::Result<()> {
+                self.execute(&self.sql.update_run(run), "update a run record")
+                    .await
+                    .map(drop)
+            }
+
+            async fn run(
+                &self,
+                id: uuid::Uuid,
+            ) -> crate::error::Result<Option<crate::run::RunRecord>> {
+                let (sql, values) =
+                    sea_query_sqlx::SqlxBinder::build_sqlx(&self.sql.select_run(id), $builder);
+                let json: Option<String> =
+                    sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), values)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(err("read a run record"))?;
+                json.map(|j| super::sql::parse_run(STORE, &j)).transpose()
+            }
+
+            async fn runs(
+                &self,
+                query: &crate::run::RunQuery,
+            ) -> crate::error::Result<Vec<crate::run::RunRecord>> {
+                let (sql, values) = sea_query_sqlx::SqlxBinder::build_sqlx(
+                    &self.sql.select_runs(query),
+                    $builder,
+                );
+                let rows: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err("list run records"))?;
+                rows.iter()
+                    .map(|j| super::sql::parse_run(STORE, j))
+                    .collect()
+            }
+
+            $($lease)*
+        }
+    };
+}
+pub(crate) use sql_run_store;
+
+/// One row of [`Statements::type_counts`]: the type, then the total, expired, used and
+/// active counts (a `NULL` sum is 0). The oldest expiry (column 5) is stored differently
+/// per database, so the caller decodes it.
+pub(crate) fn decode_type_counts<R>(
+    store: &'static str,
+    row: &R,
+    oldest_expired: Option<DateTime<Utc>>,
+) -> crate::Result<super::TypeCounts>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let decode = |e| crate::Error::store(store, "decode token counts", e);
+    let count = |i: usize| -> crate::Result<u64> {
+        row.try_get::<Option<i64>, _>(i)
+            .map(|v| Ord::max(v.unwrap_or(0), 0) as u64)
+            .map_err(decode)
+    };
+    Ok(super::TypeCounts {
+        token_type: row.try_get(0).map_err(decode)?,
+        total: count(1)?,
+        expired: count(2)?,
+        used: count(3)?,
+        active: count(4)?,
+        oldest_expired,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,10 @@ use sea_query::{ColumnDef, SqliteQueryBuilder};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
-use uuid::Uuid;
 
-use super::sql::{Statements, TimeEncoding, parse_run, parse_sqlite_time};
-use super::{BatchFilter, BatchOutcome, RunStore, TokenStore, TypeCounts};
+use super::sql::{Statements, TimeEncoding, decode_type_counts, parse_sqlite_time};
+use super::{BatchFilter, BatchOutcome, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
-use crate::run::{RunQuery, RunRecord};
 use crate::table::TokenTable;
 
 const STORE: &str = "sqlite";
@@ -175,11 +173,6 @@ impl TokenStore for SqliteStore {
         let format = self.sql.table.time_format();
         rows.iter()
             .map(|row| {
-                let get = |i: usize| -> Result<u64> {
-                    row.try_get::<Option<i64>, _>(i)
-                        .map(|v| v.unwrap_or(0) as u64)
-                        .map_err(err("decode token counts"))
-                };
                 let oldest = if self.sql.time.is_integer() {
                     parse_sqlite_time(
                         format,
@@ -193,14 +186,7 @@ impl TokenStore for SqliteStore {
                         None,
                     )
                 };
-                Ok(TypeCounts {
-                    token_type: row.try_get(0).map_err(err("decode token counts"))?,
-                    total: get(1)?,
-                    expired: get(2)?,
-                    used: get(3)?,
-                    active: get(4)?,
-                    oldest_expired: oldest,
-                })
+                decode_type_counts(STORE, row, oldest)
             })
             .collect()
     }
@@ -214,45 +200,15 @@ impl TokenStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl RunStore for SqliteStore {
-    async fn insert_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.insert_run(run), "insert a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn update_run(&self, run: &RunRecord) -> Result<()> {
-        self.execute(&self.sql.update_run(run), "update a run record")
-            .await
-            .map(drop)
-    }
-
-    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
-        let (sql, values) = self.sql.select_run(id).build_sqlx(SqliteQueryBuilder);
-        let json: Option<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err("read a run record"))?;
-        json.map(|j| parse_run(STORE, &j)).transpose()
-    }
-
-    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let (sql, values) = self.sql.select_runs(query).build_sqlx(SqliteQueryBuilder);
-        let rows: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("list run records"))?;
-        rows.iter().map(|j| parse_run(STORE, j)).collect()
-    }
-
+super::sql::sql_run_store! {
+    SqliteStore,
+    SqliteQueryBuilder,
     async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let now = Utc::now().timestamp_millis();
         let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let stmt = self.sql.upsert_lease(name, holder, now, until);
         Ok(self.execute(&stmt, "acquire a lease").await? == 1)
-    }
-
+    },
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         self.execute(&self.sql.release_lease(name, holder), "release a lease")
             .await
