@@ -27,7 +27,7 @@ const ER_QUERY_TIMEOUT: u16 = 3024;
 /// Duplicate index name (two instances migrating at once).
 const ER_DUP_KEYNAME: u16 = 1061;
 
-/// [`TokenStore`] and [`RunStore`] on MySQL 8.0.1+ or MariaDB 10.6+ (InnoDB).
+/// [`TokenStore`] and [`RunStore`](super::RunStore) on MySQL 8.0.1+ or MariaDB 10.6+ (InnoDB).
 ///
 /// The expiry and used-at columns are `DATETIME(6)` holding UTC (what [`migrate`] creates)
 /// or `TIMESTAMP`; sqlx sets each connection's `time_zone` to `+00:00`, which keeps both
@@ -578,11 +578,6 @@ super::sql::sql_run_store! {
         .await
         .map_err(err("acquire a lease"))?;
         Ok(current.as_deref() == Some(holder))
-    },
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.execute(&self.sql.release_lease(name, holder), "release a lease")
-            .await
-            .map(drop)
     }
 }
 

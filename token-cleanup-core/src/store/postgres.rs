@@ -42,7 +42,7 @@ struct ReadBack {
     tie: bool,
 }
 
-/// [`TokenStore`] and [`RunStore`] on PostgreSQL 12 or later.
+/// [`TokenStore`] and [`RunStore`](super::RunStore) on PostgreSQL 12 or later.
 ///
 /// The token table may live in any schema ([`TokenTable::schema`]); the expiry and
 /// used-at columns are `timestamptz` (or `timestamp` holding UTC). Run records and job
@@ -596,11 +596,6 @@ super::sql::sql_run_store! {
             .await
             .map_err(err("acquire a lease"))?;
         Ok(done.rows_affected() == 1)
-    },
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.execute(&self.sql.release_lease(name, holder), "release a lease")
-            .await
-            .map(drop)
     }
 }
 

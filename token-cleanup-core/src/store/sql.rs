@@ -571,8 +571,8 @@ pub(crate) fn parse_run(store: &'static str, json: &str) -> crate::Result<RunRec
 }
 
 /// Implements [`RunStore`](super::RunStore) for a SQL store: run records through the
-/// shared [`Statements`], stored as JSON text, plus the store's own lease methods
-/// (`$lease`, which differ per database).
+/// shared [`Statements`], stored as JSON text, and lease release; taking a lease
+/// (`$lease`) differs per database and comes from the store.
 ///
 /// Expects at the call site: `STORE`, `err`, and on the store the fields `sql` and
 /// `pool` and the method `execute(&stmt, operation)`.
@@ -621,6 +621,12 @@ macro_rules! sql_run_store {
                 rows.iter()
                     .map(|j| super::sql::parse_run(STORE, j))
                     .collect()
+            }
+
+            async fn release_lease(&self, name: &str, holder: &str) -> crate::error::Result<()> {
+                self.execute(&self.sql.release_lease(name, holder), "release a lease")
+                    .await
+                    .map(drop)
             }
 
             $($lease)*

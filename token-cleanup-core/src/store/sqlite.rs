@@ -17,7 +17,7 @@ use crate::table::TokenTable;
 
 const STORE: &str = "sqlite";
 
-/// [`TokenStore`] and [`RunStore`] on SQLite.
+/// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
 /// Instants are compared in the table's [`TimeFormat`](crate::TimeFormat), so the expiry
 /// index is used and the comparison is exact. Each batch is one `DELETE .. WHERE id IN
@@ -208,11 +208,6 @@ super::sql::sql_run_store! {
         let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let stmt = self.sql.upsert_lease(name, holder, now, until);
         Ok(self.execute(&stmt, "acquire a lease").await? == 1)
-    },
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.execute(&self.sql.release_lease(name, holder), "release a lease")
-            .await
-            .map(drop)
     }
 }
 
