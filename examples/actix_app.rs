@@ -21,22 +21,7 @@ use token_cleanup::actix::spawn_scheduler;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let config = match common::Config::from_env() {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match serve(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run(serve).await
 }
 
 async fn serve(config: common::Config) -> Result<(), String> {

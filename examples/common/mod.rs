@@ -47,6 +47,32 @@ impl Config {
     }
 }
 
+/// The whole `main` of an example host: logs to stderr (`RUST_LOG`, default `info`),
+/// reads the [`Config`], runs `serve`, and turns its error into a message and a failure
+/// exit code.
+pub async fn run<F, Fut>(serve: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Opens the store named by `url` and creates the tables cleanup needs.
 pub async fn connect_store(url: &str) -> Result<Arc<dyn TokenStore>, String> {
     let store: Arc<dyn TokenStore> = if url.starts_with("sqlite:") {
