@@ -6,7 +6,7 @@
 //! | name | kind | labels |
 //! | --- | --- | --- |
 //! | `token_cleanup_tokens_deleted_total` | counter | `token_type` |
-//! | `token_cleanup_batch_duration_seconds` | histogram | `token_type` |
+//! | `token_cleanup_batch_duration_seconds` | histogram | `token_type` (a sweep's types joined by commas) |
 //! | `token_cleanup_run_duration_seconds` | histogram | `status` |
 //! | `token_cleanup_runs_total` | counter | `status` |
 //! | `token_cleanup_expired_backlog` | gauge | `token_type` |
@@ -26,10 +26,14 @@ pub const RUNS: &str = "token_cleanup_runs_total";
 /// Expired tokens still in the table, per type (set by statistics and health checks).
 pub const EXPIRED_BACKLOG: &str = "token_cleanup_expired_backlog";
 
-pub(crate) fn batch_finished(token_type: &str, rows: u64, took: Duration) {
-    let labels = [("token_type", token_type.to_owned())];
-    metrics::counter!(TOKENS_DELETED, &labels).increment(rows);
-    metrics::histogram!(BATCH_DURATION, &labels).record(took.as_secs_f64());
+pub(crate) fn tokens_deleted(token_type: &str, rows: u64) {
+    metrics::counter!(TOKENS_DELETED, "token_type" => token_type.to_owned()).increment(rows);
+}
+
+/// `label`: the batch's token type, or a sweep's types joined by commas.
+pub(crate) fn batch_duration(label: &str, took: Duration) {
+    metrics::histogram!(BATCH_DURATION, "token_type" => label.to_owned())
+        .record(took.as_secs_f64());
 }
 
 pub(crate) fn run_finished(status: RunStatus, took: Duration) {

@@ -17,7 +17,7 @@ use crate::policy::{GracePolicy, RetryPolicy};
 use crate::report::{CleanupReport, StopReason};
 use crate::request::{CleanupRequest, MAX_BATCH_SIZE, TokenTypes};
 use crate::run::{RunQuery, RunRecord, RunStatus};
-use crate::store::{BatchFilter, Criterion, RunStore, TokenStore};
+use crate::store::{BatchFilter, BatchOutcome, Criterion, RunStore, SweepOutcome, TokenStore};
 use crate::{AUDIT_TARGET, metrics as m};
 
 /// A running run is considered abandoned (its instance died) when its record was not
@@ -608,22 +608,100 @@ impl TokenCleanupService {
         record.status = RunStatus::Running;
         record.progress.started_at = self.inner.clock.now();
         self.save_progress(record).await;
-        let mut last_save = Instant::now();
-        let mut remaining = request.max_rows;
-        let is_cancelled = || {
-            cancel.is_cancelled()
+        let mut pacer = Pacer {
+            started,
+            last_save: Instant::now(),
+            remaining: request.max_rows,
+        };
+        let stop_reason = |pacer: &Pacer| {
+            if cancel.is_cancelled()
                 || local_cancel.is_cancelled()
                 || self.inner.shutdown.is_cancelled()
+            {
+                Some(StopReason::Cancelled)
+            } else if request
+                .max_duration
+                .is_some_and(|max| started.elapsed() >= max)
+            {
+                Some(StopReason::MaxDuration)
+            } else if pacer.remaining == Some(0) {
+                Some(StopReason::MaxRows)
+            } else {
+                None
+            }
+        };
+        let limit = |pacer: &Pacer| {
+            pacer.remaining.map_or(request.batch_size, |r| {
+                r.min(request.batch_size as u64) as u32
+            })
+        };
+        let expired = |token_type: &String| Criterion::Expired {
+            before: plan.cutoffs[token_type],
         };
 
         let outcome: Result<()> = 'run: {
+            let sweep = if request.dry_run {
+                None
+            } else {
+                let filters: Vec<BatchFilter> = plan
+                    .types
+                    .iter()
+                    .map(|t| BatchFilter::new(t.clone(), expired(t)))
+                    .collect();
+                match self.inner.store.plan_sweep(&filters).await {
+                    Ok(sweep) => sweep,
+                    Err(e) => {
+                        warn!(error = %e, "could not plan a sweep; cleaning type by type");
+                        None
+                    }
+                }
+            };
+            let swept = sweep.is_some();
+            if let Some(mut sweep) = sweep {
+                let label = plan.types.join(",");
+                debug!(token_types = %label, "sweeping the table for expired tokens");
+                loop {
+                    if let Some(stop) = stop_reason(&pacer) {
+                        record.progress.stopped = Some(stop);
+                        break 'run Ok(());
+                    }
+                    let limit = limit(&pacer);
+                    let batch_started = Instant::now();
+                    let result = self
+                        .with_retry(record, &label, limit, SweepOutcome::total, || {
+                            self.inner.store.sweep_batch(&sweep, limit)
+                        })
+                        .await;
+                    let batch = match result {
+                        Ok(batch) => batch,
+                        Err((attempts, source)) => {
+                            break 'run Err(failed(record, &label, attempts, source));
+                        }
+                    };
+                    sweep.position = batch.position;
+                    self.after_batch(
+                        record,
+                        &mut pacer,
+                        &label,
+                        &batch.deleted,
+                        batch_started.elapsed(),
+                    )
+                    .await;
+                    if batch.done {
+                        break;
+                    }
+                    self.pause().await;
+                }
+            }
             for token_type in &plan.types {
-                let cutoff = plan.cutoffs[token_type];
-                let mut criteria = vec![Criterion::Expired { before: cutoff }];
+                let mut criteria = Vec::new();
+                if !swept {
+                    criteria.push(expired(token_type));
+                }
                 if request.include_used {
                     criteria.push(Criterion::Used {
                         before: plan.used_cutoffs[token_type],
-                        not_expired_before: cutoff,
+                        not_expired_before: plan.cutoffs[token_type],
                     });
                 }
                 for criterion in criteria {
@@ -633,70 +711,49 @@ impl TokenCleanupService {
                             Ok(n) => n,
                             Err(e) => break 'run Err(e),
                         };
-                        let n = remaining.map_or(n, |r| n.min(r));
+                        let n = pacer.remaining.map_or(n, |r| n.min(r));
                         record.progress.add(token_type, n);
-                        if let Some(r) = remaining.as_mut() {
+                        if let Some(r) = pacer.remaining.as_mut() {
                             *r -= n;
                         }
                         continue;
                     }
                     loop {
-                        if is_cancelled() {
-                            record.progress.stopped = Some(StopReason::Cancelled);
+                        if let Some(stop) = stop_reason(&pacer) {
+                            record.progress.stopped = Some(stop);
                             break 'run Ok(());
                         }
-                        if request
-                            .max_duration
-                            .is_some_and(|max| started.elapsed() >= max)
-                        {
-                            record.progress.stopped = Some(StopReason::MaxDuration);
-                            break 'run Ok(());
-                        }
-                        if remaining == Some(0) {
-                            record.progress.stopped = Some(StopReason::MaxRows);
-                            break 'run Ok(());
-                        }
-                        let limit = remaining.map_or(request.batch_size, |r| {
-                            r.min(request.batch_size as u64) as u32
-                        });
+                        let limit = limit(&pacer);
                         let batch_started = Instant::now();
-                        let (deleted, more) =
-                            match self.delete_with_retry(&filter, limit, record).await {
-                                Ok(outcome) => {
-                                    filter.resume_from = outcome.resume_from.or(filter.resume_from);
-                                    (outcome.deleted, outcome.more)
-                                }
-                                Err((attempts, source)) => {
-                                    record.error = Some(error_chain(&source));
-                                    break 'run Err(Error::RunFailed {
-                                        partial: Box::new(record.progress.clone()),
-                                        token_type: token_type.clone(),
-                                        attempts,
-                                        source: Box::new(source),
-                                    });
-                                }
-                            };
-                        let took = batch_started.elapsed();
-                        record.progress.batches += 1;
-                        record.progress.slowest_batch = record.progress.slowest_batch.max(took);
-                        record.progress.add(token_type, deleted);
-                        m::batch_finished(token_type, deleted, took);
-                        if let Some(r) = remaining.as_mut() {
-                            *r -= deleted.min(*r);
-                        }
-                        if last_save.elapsed() >= self.inner.progress_interval {
-                            record
-                                .progress
-                                .finish(started.elapsed(), self.inner.clock.now());
-                            self.save_progress(record).await;
-                            last_save = Instant::now();
-                        }
-                        if deleted < limit as u64 && !more {
+                        let result = self
+                            .with_retry(
+                                record,
+                                token_type,
+                                limit,
+                                |o: &BatchOutcome| o.deleted,
+                                || self.inner.store.delete_batch(&filter, limit),
+                            )
+                            .await;
+                        let batch = match result {
+                            Ok(batch) => batch,
+                            Err((attempts, source)) => {
+                                break 'run Err(failed(record, token_type, attempts, source));
+                            }
+                        };
+                        filter.resume_from = batch.resume_from.or(filter.resume_from);
+                        let deleted = [(token_type.clone(), batch.deleted)];
+                        self.after_batch(
+                            record,
+                            &mut pacer,
+                            token_type,
+                            &deleted,
+                            batch_started.elapsed(),
+                        )
+                        .await;
+                        if batch.deleted < limit as u64 && !batch.more {
                             break;
                         }
-                        if !self.inner.batch_pause.is_zero() {
-                            tokio::time::sleep(self.inner.batch_pause).await;
-                        }
+                        self.pause().await;
                     }
                 }
             }
@@ -718,36 +775,76 @@ impl TokenCleanupService {
         outcome.map_err(|e| with_final_progress(e, &record.progress))
     }
 
-    async fn delete_with_retry(
+    /// Books a committed batch: counts, metrics, the row budget, and the run record
+    /// every progress interval.
+    async fn after_batch(
         &self,
-        filter: &BatchFilter,
-        limit: u32,
         record: &mut RunRecord,
-    ) -> std::result::Result<crate::store::BatchOutcome, (u32, Error)> {
+        pacer: &mut Pacer,
+        label: &str,
+        deleted: &[(String, u64)],
+        took: Duration,
+    ) {
+        record.progress.batches += 1;
+        record.progress.slowest_batch = record.progress.slowest_batch.max(took);
+        m::batch_duration(label, took);
+        for (token_type, n) in deleted {
+            record.progress.add(token_type, *n);
+            m::tokens_deleted(token_type, *n);
+            if let Some(r) = pacer.remaining.as_mut() {
+                *r -= (*n).min(*r);
+            }
+        }
+        if pacer.last_save.elapsed() >= self.inner.progress_interval {
+            record
+                .progress
+                .finish(pacer.started.elapsed(), self.inner.clock.now());
+            self.save_progress(record).await;
+            pacer.last_save = Instant::now();
+        }
+    }
+
+    async fn pause(&self) {
+        if !self.inner.batch_pause.is_zero() {
+            tokio::time::sleep(self.inner.batch_pause).await;
+        }
+    }
+
+    /// Runs one batch (`attempt`), retrying transient failures per the retry policy.
+    /// `label` names the token type(s) in the batch's span; `rows` reads the rows a
+    /// committed batch deleted.
+    async fn with_retry<T, F, Fut>(
+        &self,
+        record: &mut RunRecord,
+        label: &str,
+        limit: u32,
+        rows: impl Fn(&T) -> u64,
+        mut attempt_batch: F,
+    ) -> std::result::Result<T, (u32, Error)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let retry = self.inner.retry;
         let mut attempt = 1;
         loop {
             let span = info_span!(
                 "token_cleanup.batch",
                 run_id = %record.id,
-                token_type = %filter.token_type,
+                token_type = %label,
                 batch_size = limit,
                 attempt,
                 rows = tracing::field::Empty,
                 duration_ms = tracing::field::Empty,
             );
             let started = Instant::now();
-            let result = self
-                .inner
-                .store
-                .delete_batch(filter, limit)
-                .instrument(span.clone())
-                .await;
+            let result = attempt_batch().instrument(span.clone()).await;
             span.record("duration_ms", started.elapsed().as_millis() as u64);
             match result {
                 Ok(outcome) => {
-                    span.record("rows", outcome.deleted);
-                    debug!(parent: &span, rows = outcome.deleted, "batch committed");
+                    let n = rows(&outcome);
+                    span.record("rows", n);
+                    debug!(parent: &span, rows = n, "batch committed");
                     return Ok(outcome);
                 }
                 Err(e) if e.is_transient() && attempt < retry.max_attempts => {
@@ -829,6 +926,24 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Puts the final progress (duration, finish time) into a `RunFailed` error.
+/// Where a run stands against its row budget and its progress saves.
+struct Pacer {
+    started: Instant,
+    last_save: Instant,
+    remaining: Option<u64>,
+}
+
+/// Records a batch that failed for good on the run and wraps the error.
+fn failed(record: &mut RunRecord, label: &str, attempts: u32, source: Error) -> Error {
+    record.error = Some(error_chain(&source));
+    Error::RunFailed {
+        partial: Box::new(record.progress.clone()),
+        token_type: label.to_owned(),
+        attempts,
+        source: Box::new(source),
+    }
+}
+
 fn with_final_progress(err: Error, progress: &CleanupReport) -> Error {
     match err {
         Error::RunFailed {

@@ -3,11 +3,17 @@
 use std::sync::Arc;
 
 use sqlx::sqlite::SqlitePoolOptions;
-use token_cleanup_core::{SqliteStore, TimeFormat, TokenStore, TokenTable};
+use token_cleanup_core::{SqliteStore, SweepMode, TimeFormat, TokenStore, TokenTable};
 
 /// A fresh in-memory database (one connection, so it is one database) and a migrated
-/// token table stored in `format`, under a non-default table and column layout.
+/// token table stored in `format`, under a non-default table and column layout, cleaned
+/// type by type.
 async fn fresh(format: TimeFormat) -> Arc<SqliteStore> {
+    fresh_with(format, SweepMode::Never).await
+}
+
+/// [`fresh`], cleaning expired tokens the way `sweep` says.
+async fn fresh_with(format: TimeFormat, sweep: SweepMode) -> Arc<SqliteStore> {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect("sqlite::memory:")
@@ -19,7 +25,7 @@ async fn fresh(format: TimeFormat) -> Arc<SqliteStore> {
         .time_format(format)
         .build()
         .unwrap();
-    let store = Arc::new(SqliteStore::new(pool, table));
+    let store = Arc::new(SqliteStore::new(pool, table).sweep(sweep));
     store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrate is idempotent");
     store
@@ -32,6 +38,60 @@ token_cleanup_core::store_conformance_tests!(
 );
 token_cleanup_core::store_conformance_tests!(sqlite_unix_seconds, fresh(TimeFormat::UnixSeconds));
 token_cleanup_core::store_conformance_tests!(sqlite_unix_millis, fresh(TimeFormat::UnixMillis));
+token_cleanup_core::store_conformance_tests!(
+    sqlite_rfc3339_sweep,
+    fresh_with(TimeFormat::Rfc3339Text, SweepMode::Always)
+);
+token_cleanup_core::store_conformance_tests!(
+    sqlite_datetime_text_sweep,
+    fresh_with(TimeFormat::SqliteDatetimeText, SweepMode::Always)
+);
+token_cleanup_core::store_conformance_tests!(
+    sqlite_unix_seconds_sweep,
+    fresh_with(TimeFormat::UnixSeconds, SweepMode::Always)
+);
+token_cleanup_core::store_conformance_tests!(
+    sqlite_unix_millis_sweep,
+    fresh_with(TimeFormat::UnixMillis, SweepMode::Always)
+);
+
+#[tokio::test]
+async fn sweep_modes_are_obeyed() {
+    let format = TimeFormat::Rfc3339Text;
+    token_cleanup_core::test_util::suite::sweep_modes_are_obeyed(
+        fresh_with(format, SweepMode::Auto).await,
+        fresh_with(format, SweepMode::Always).await,
+        fresh_with(format, SweepMode::Never).await,
+    )
+    .await;
+}
+
+/// A `WITHOUT ROWID` table has no rowid order to sweep by: it is cleaned type by type.
+#[tokio::test]
+async fn without_rowid_tables_are_cleaned_type_by_type() {
+    use token_cleanup_core::{BatchFilter, Criterion};
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("in-memory SQLite");
+    sqlx::raw_sql(
+        "CREATE TABLE verification_tokens (id INTEGER PRIMARY KEY, token_type TEXT NOT NULL, \
+         token_hash TEXT NOT NULL, expires_at TEXT NOT NULL, used_at TEXT) WITHOUT ROWID; \
+         INSERT INTO verification_tokens VALUES (1, 'invite', 'h1', '2020-01-01T00:00:00+00:00', NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = SqliteStore::new(pool, TokenTable::default()).sweep(SweepMode::Always);
+    let filter = BatchFilter::new(
+        "invite",
+        Criterion::Expired {
+            before: chrono::Utc::now(),
+        },
+    );
+    assert_eq!(store.plan_sweep(&[filter]).await.unwrap(), None);
+}
 
 /// Values written by SQLite itself (`strftime('%Y-%m-%d %H:%M:%f')`, three fraction
 /// digits; `datetime()`, none) compare exactly against a cutoff with a sub-second part.

@@ -177,6 +177,94 @@ impl BatchOutcome {
     }
 }
 
+/// When a store deletes expired tokens with a [sweep](TokenStore::plan_sweep) rather than
+/// type by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SweepMode {
+    /// When at least a fifth of the table is expired ([`SWEEP_SHARE`]): the share above
+    /// which reading the whole table in storage order costs less than finding each
+    /// expired row through the `(type, expires_at)` index, and above which a single
+    /// `DELETE` would scan the whole table too.
+    #[default]
+    Auto,
+    /// For every run that deletes expired tokens.
+    Always,
+    /// Never: batches go type by type through the `(type, expires_at)` index.
+    Never,
+}
+
+/// The expired share of a table from which [`SweepMode::Auto`] sweeps (one in
+/// `SWEEP_SHARE`).
+pub const SWEEP_SHARE: u64 = 5;
+
+impl SweepMode {
+    /// Whether to sweep a table of about `rows` rows of which at least `expired` are
+    /// expired (an [`Auto`](Self::Auto) store counts expired rows only up to
+    /// [`sweep_threshold(rows)`](Self::sweep_threshold)).
+    pub fn sweeps(self, expired: u64, rows: u64) -> bool {
+        match self {
+            SweepMode::Always => true,
+            SweepMode::Never => false,
+            SweepMode::Auto => expired > 0 && expired >= Self::sweep_threshold(rows),
+        }
+    }
+
+    /// The number of expired rows from which [`Auto`](Self::Auto) sweeps a table of
+    /// `rows` rows.
+    pub fn sweep_threshold(rows: u64) -> u64 {
+        rows.div_ceil(SWEEP_SHARE).max(1)
+    }
+}
+
+/// A walk through the whole token table in storage order (primary key, or physical
+/// order on PostgreSQL) that deletes the expired tokens of several types together, each
+/// table page written once, as a single `DELETE` would. Made by
+/// [`TokenStore::plan_sweep`], advanced by [`TokenStore::sweep_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sweep {
+    /// One [`Criterion::Expired`] filter per token type.
+    pub filters: Vec<BatchFilter>,
+    /// Where the next batch starts (exclusive), in the store's terms: a primary key, or
+    /// a tuple position on PostgreSQL. Only the store that made the sweep reads it.
+    pub position: i64,
+    /// Where the walk ends (inclusive), in the same terms: the table's extent when the
+    /// sweep was planned. Rows added past it later are new, not expired ones.
+    pub end: i64,
+}
+
+impl Sweep {
+    /// A sweep over `filters` from before `start` to `end` (both in the store's terms).
+    pub fn new(filters: Vec<BatchFilter>, start: i64, end: i64) -> Self {
+        Self {
+            filters,
+            position: start,
+            end,
+        }
+    }
+}
+
+/// What one committed sweep batch did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SweepOutcome {
+    /// Rows deleted, per token type (types without deletions may be left out).
+    pub deleted: Vec<(String, u64)>,
+    /// Where the next batch starts ([`Sweep::position`]).
+    pub position: i64,
+    /// The walk reached [`Sweep::end`], or another instance is sweeping the same table
+    /// and this one leaves the expired tokens to it.
+    pub done: bool,
+}
+
+impl SweepOutcome {
+    /// Rows deleted, all types together.
+    pub fn total(&self) -> u64 {
+        self.deleted.iter().map(|(_, n)| n).sum()
+    }
+}
+
 /// Counts for one token type at an instant.
 #[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +308,30 @@ pub trait TokenStore: RunStore {
 
     /// Deletes at most `limit` rows that `filter` selects, in one transaction.
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome>;
+
+    /// Whether to delete the tokens `filters` select (one [`Criterion::Expired`] filter
+    /// per type) with a [`Sweep`] through the whole table rather than type by type, and
+    /// the sweep if so. `None` (the default) keeps the type-by-type batches.
+    ///
+    /// A sweep deletes the rows that are expired when it reaches them: a token that only
+    /// becomes eligible behind it (its expiry moved earlier by an update, or the row
+    /// moved on PostgreSQL) waits for the next run.
+    async fn plan_sweep(&self, filters: &[BatchFilter]) -> Result<Option<Sweep>> {
+        let _ = filters;
+        Ok(None)
+    }
+
+    /// Deletes at most `limit` rows that one of `sweep.filters` selects, the first ones
+    /// after `sweep.position` in storage order, in one transaction. Called only with a
+    /// sweep this store planned; the engine moves `sweep.position` on after each commit.
+    async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
+        let _ = (sweep, limit);
+        Err(crate::Error::store(
+            self.kind(),
+            "sweep",
+            "this store plans no sweeps, so it has none to advance",
+        ))
+    }
 
     /// Per-type counts at `now`.
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>>;

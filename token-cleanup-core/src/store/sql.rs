@@ -11,6 +11,8 @@
     allow(dead_code)
 )]
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use sea_query::{
     ColumnDef, Condition, DeleteStatement, Expr, ExprTrait, Func, Index, IndexCreateStatement,
@@ -18,7 +20,7 @@ use sea_query::{
     TableName, UpdateStatement, Value,
 };
 
-use super::{BatchFilter, Criterion};
+use super::{BatchFilter, Criterion, SweepMode};
 use crate::run::{RunQuery, RunRecord};
 use crate::table::{Ident, TimeFormat, TokenTable};
 
@@ -513,6 +515,94 @@ impl Statements {
             used: self.table.used_column().map(|u| quote(u.as_str(), q)),
         }
     }
+}
+
+impl Statements {
+    /// The row condition of a sweep over `filters` (expired criteria, one per type):
+    /// `(type IN (..) AND expires_at < ..) OR ..`, one group per distinct cutoff, with the
+    /// placeholders `placeholder(first)`, `placeholder(first + 1)` .., and their values.
+    pub(crate) fn sweep_condition(
+        &self,
+        names: &QuotedNames,
+        filters: &[BatchFilter],
+        first: usize,
+        placeholder: impl Fn(usize) -> String,
+    ) -> (String, Vec<Value>) {
+        let mut groups: BTreeMap<DateTime<Utc>, Vec<&str>> = BTreeMap::new();
+        for f in filters {
+            if let Criterion::Expired { before } = f.criterion {
+                groups.entry(before).or_default().push(&f.token_type);
+            }
+        }
+        let mut values = Vec::new();
+        let mut next = first;
+        let mut param = |value: Value| {
+            values.push(value);
+            next += 1;
+            placeholder(next - 1)
+        };
+        let mut parts = Vec::new();
+        for (cutoff, types) in groups {
+            let types: Vec<String> = types.into_iter().map(|t| param(t.into())).collect();
+            let cutoff = param(self.time.bound(cutoff));
+            parts.push(format!(
+                "({} IN ({}) AND {} < {cutoff})",
+                names.ty,
+                types.join(", "),
+                names.exp
+            ));
+        }
+        let condition = if parts.is_empty() {
+            "FALSE".to_owned()
+        } else {
+            parts.join(" OR ")
+        };
+        (condition, values)
+    }
+
+    /// `SELECT COUNT(*) FROM (SELECT 1 FROM t WHERE <filter> LIMIT cap)`: a count that
+    /// stops at `cap`.
+    pub(crate) fn count_capped(&self, filter: &BatchFilter, cap: u64) -> SelectStatement {
+        Query::select()
+            .expr(Expr::col(sea_query::Asterisk).count())
+            .from_subquery(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(self.token_table())
+                    .cond_where(self.condition(filter))
+                    .limit(cap)
+                    .to_owned(),
+                sea_query::Alias::new("capped"),
+            )
+            .to_owned()
+    }
+}
+
+/// Whether `mode` sweeps a table of about `rows` rows for `filters`: for
+/// [`SweepMode::Auto`], counts (with `count(filter, cap)`) the expired rows only until
+/// the threshold is reached.
+pub(crate) async fn sweep_pays<F, Fut>(
+    mode: SweepMode,
+    filters: &[BatchFilter],
+    rows: u64,
+    mut count: F,
+) -> crate::Result<bool>
+where
+    F: FnMut(&BatchFilter, u64) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<u64>>,
+{
+    if mode != SweepMode::Auto {
+        return Ok(mode.sweeps(0, rows));
+    }
+    let needed = SweepMode::sweep_threshold(rows);
+    let mut found = 0;
+    for filter in filters {
+        if found >= needed {
+            break;
+        }
+        found += count(filter, needed - found).await?;
+    }
+    Ok(mode.sweeps(found, rows))
 }
 
 /// A stable 32-bit FNV-1a hash, for advisory lock keys derived from names.

@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_query::{ColumnDef, SqliteQueryBuilder};
-use sea_query_sqlx::SqlxBinder;
+use sea_query::{ColumnDef, SqliteQueryBuilder, Value};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
-use super::sql::{Statements, TimeEncoding, decode_type_counts, parse_sqlite_time};
-use super::{BatchFilter, BatchOutcome, TokenStore, TypeCounts};
+use super::sql::{
+    QuotedNames, Statements, TimeEncoding, decode_type_counts, parse_sqlite_time, sweep_pays,
+};
+use super::{BatchFilter, BatchOutcome, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
 
@@ -20,10 +22,25 @@ const STORE: &str = "sqlite";
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
 /// Instants are compared in the table's [`TimeFormat`](crate::TimeFormat), so the expiry
-/// index is used and the comparison is exact. Each batch is one `DELETE .. WHERE id IN
-/// (SELECT id .. ORDER BY expires_at LIMIT n)` statement, which SQLite runs as its own
-/// transaction; WAL mode lets readers continue meanwhile, and writers wait at most one
-/// batch.
+/// index is used and the comparison is exact.
+///
+/// # How a run deletes
+///
+/// When at least a fifth of the table is expired ([`SweepMode::Auto`]), the expired
+/// tokens of every requested type go in one [sweep](crate::TokenStore::plan_sweep) in
+/// rowid order. Each batch is a `BEGIN IMMEDIATE` transaction with two statements on the
+/// table's own b-tree (`NOT INDEXED`): a probe for the rowid of the `n`-th expired row
+/// after the previous batch, then a `DELETE` of the expired rows up to it. The rows go in
+/// the order a single `DELETE` would visit them, each page is written by one batch, and
+/// no row is looked up twice through an index.
+///
+/// Otherwise (and for used tokens) each batch is one `DELETE .. WHERE id IN (SELECT id ..
+/// ORDER BY expires_at LIMIT n)` per type, through the `(type, expires_at)` index. Either
+/// way a batch is its own transaction; WAL mode lets readers continue meanwhile, and
+/// writers wait at most one batch.
+///
+/// A sweep walks by rowid, so a table declared `WITHOUT ROWID` is always cleaned type by
+/// type.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), token_cleanup_core::Error> {
@@ -37,6 +54,8 @@ const STORE: &str = "sqlite";
 pub struct SqliteStore {
     pool: SqlitePool,
     sql: Statements,
+    names: QuotedNames,
+    sweep: SweepMode,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
 }
@@ -49,9 +68,13 @@ impl SqliteStore {
     /// A store on the host's pool.
     pub fn new(pool: SqlitePool, table: TokenTable) -> Self {
         let time = TimeEncoding::Sqlite(table.time_format());
+        let sql = Statements::new(table, time);
+        let names = sql.quoted('"');
         Self {
             pool,
-            sql: Statements::new(table, time),
+            sql,
+            names,
+            sweep: SweepMode::default(),
             #[cfg(feature = "test-util")]
             faults: Default::default(),
         }
@@ -74,9 +97,36 @@ impl SqliteStore {
         Ok(Self::new(pool, table))
     }
 
+    /// When expired tokens go in one sweep in rowid order rather than type by type
+    /// (default [`SweepMode::Auto`]).
+    pub fn sweep(mut self, mode: SweepMode) -> Self {
+        self.sweep = mode;
+        self
+    }
+
     /// The pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The sweep's probe and delete statements: rows of `sweep` after `?1` (up to `?2`),
+    /// on the table b-tree. The probe's `LIMIT` is the last parameter.
+    fn sweep_sql(&self, sweep: &Sweep) -> (String, String, Vec<Value>) {
+        let QuotedNames { table, ty, .. } = &self.names;
+        let (cond, values) = self
+            .sql
+            .sweep_condition(&self.names, &sweep.filters, 3, |i| format!("?{i}"));
+        let limit = values.len() + 3;
+        let probe = format!(
+            "SELECT {ty}, count(*), max(r) FROM (\
+               SELECT _rowid_ AS r, {ty} FROM {table} NOT INDEXED \
+               WHERE _rowid_ > ?1 AND _rowid_ <= ?2 AND ({cond}) ORDER BY _rowid_ LIMIT ?{limit}) \
+             GROUP BY {ty}"
+        );
+        let delete = format!(
+            "DELETE FROM {table} NOT INDEXED WHERE _rowid_ > ?1 AND _rowid_ <= ?2 AND ({cond})"
+        );
+        (probe, delete, values)
     }
 
     async fn execute<S: SqlxBinder>(&self, stmt: &S, operation: &'static str) -> Result<u64> {
@@ -162,6 +212,105 @@ impl TokenStore for SqliteStore {
         let stmt = self.sql.delete_in(filter, limit);
         let deleted = self.execute(&stmt, "delete a batch").await?;
         Ok(BatchOutcome::deleted(deleted))
+    }
+
+    async fn plan_sweep(&self, filters: &[BatchFilter]) -> Result<Option<Sweep>> {
+        if self.sweep == SweepMode::Never
+            || filters.is_empty()
+            || filters.iter().any(|f| f.criterion.is_used())
+        {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT min(_rowid_), max(_rowid_) FROM {}",
+            self.names.table
+        );
+        let (first, last): (Option<i64>, Option<i64>) = match sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(extent) => extent,
+            Err(e) if e.as_database_error().is_some() => {
+                // `WITHOUT ROWID`: no rowid order to walk.
+                tracing::debug!(error = %e, "no rowid to sweep by; cleaning type by type");
+                return Ok(None);
+            }
+            Err(e) => return Err(err("measure the table")(e)),
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(None);
+        };
+        let rows = last.abs_diff(first).saturating_add(1);
+        let pays = sweep_pays(self.sweep, filters, rows, |filter, cap| {
+            let stmt = self.sql.count_capped(filter, cap);
+            async move {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|n: i64| n as u64)
+                    .map_err(err("count expired tokens"))
+            }
+        })
+        .await?;
+        Ok(pays.then(|| Sweep::new(filters.to_vec(), first.saturating_sub(1), last)))
+    }
+
+    async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
+        let (probe, delete, values) = self.sweep_sql(sweep);
+        let bind = |sql: String, hi: i64, limit: Option<u32>| {
+            let mut args = vec![Value::from(sweep.position), Value::from(hi)];
+            args.extend(values.iter().cloned());
+            args.extend(limit.map(Value::from));
+            sqlx::query_with(AssertSqlSafe(sql), SqlxValues(sea_query::Values(args)))
+        };
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("begin a sweep batch"))?;
+        let rows = bind(probe, sweep.end, Some(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err("find a sweep batch"))?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        let mut hi = None;
+        for row in &rows {
+            let token_type: String = row.try_get(0).map_err(err("find a sweep batch"))?;
+            let n: i64 = row.try_get(1).map_err(err("find a sweep batch"))?;
+            let last: i64 = row.try_get(2).map_err(err("find a sweep batch"))?;
+            deleted.push((token_type, n as u64));
+            hi = hi.max(Some(last));
+        }
+        let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
+        let Some(hi) = hi else {
+            tx.commit().await.map_err(err("commit a sweep batch"))?;
+            return Ok(SweepOutcome {
+                deleted,
+                position: sweep.end,
+                done: true,
+            });
+        };
+        let removed = bind(delete, hi, None)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("delete a sweep batch"))?
+            .rows_affected();
+        if removed != counted {
+            // Nothing else writes inside an immediate transaction; refuse rather than
+            // report counts that differ from what left the table. Dropping `tx` rolls back.
+            return Err(Error::store(
+                STORE,
+                "delete a sweep batch",
+                format!("deleted {removed} rows where the probe counted {counted}; rolled back"),
+            ));
+        }
+        tx.commit().await.map_err(err("commit a sweep batch"))?;
+        Ok(SweepOutcome {
+            deleted,
+            position: hi,
+            done: counted < u64::from(limit) || hi >= sweep.end,
+        })
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {

@@ -11,12 +11,14 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::run::{RunQuery, RunRecord};
-use crate::store::{BatchFilter, BatchOutcome, RunStore, TokenStore, TypeCounts};
+use crate::store::{
+    BatchFilter, BatchOutcome, RunStore, Sweep, SweepOutcome, TokenStore, TypeCounts,
+};
 use crate::table::TokenTable;
 
 type BatchHook = Box<dyn Fn(usize) + Send + Sync>;
 
-/// Wraps a store: records every delete batch (`limit`, rows deleted) and counts the
+/// Wraps a store: records every delete or sweep batch (`limit`, rows deleted) and counts the
 /// grouped count scans (`type_counts`), can fail the next `n` batches before they reach
 /// the database, can slow every count scan down, and can call a hook after each batch.
 pub struct ObservedStore<S> {
@@ -71,6 +73,34 @@ impl<S: TokenStore> ObservedStore<S> {
         self.fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// Fails the batch (before it reaches the database) if failures are pending.
+    fn fail_injected(&self) -> Result<()> {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(Error::store(
+                self.inner.kind(),
+                "delete a batch",
+                "injected transient failure",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a committed batch and calls the hook.
+    fn committed(&self, limit: u32, deleted: u64) {
+        let n = {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            batches.push((limit, deleted));
+            batches.len()
+        };
+        if let Some(hook) = &*self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) {
+            hook(n);
+        }
+    }
+
     /// Calls `hook(number_of_committed_batches)` after each committed batch.
     pub fn after_batch(&self, hook: impl Fn(usize) + Send + Sync + 'static) {
         *self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
@@ -95,26 +125,18 @@ impl<S: TokenStore> TokenStore for ObservedStore<S> {
         self.inner.count(filter).await
     }
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
-        let failing = self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(Error::store(
-                self.inner.kind(),
-                "delete a batch",
-                "injected transient failure",
-            ));
-        }
+        self.fail_injected()?;
         let outcome = self.inner.delete_batch(filter, limit).await?;
-        let n = {
-            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-            batches.push((limit, outcome.deleted));
-            batches.len()
-        };
-        if let Some(hook) = &*self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) {
-            hook(n);
-        }
+        self.committed(limit, outcome.deleted);
+        Ok(outcome)
+    }
+    async fn plan_sweep(&self, filters: &[BatchFilter]) -> Result<Option<Sweep>> {
+        self.inner.plan_sweep(filters).await
+    }
+    async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
+        self.fail_injected()?;
+        let outcome = self.inner.sweep_batch(sweep, limit).await?;
+        self.committed(limit, outcome.total());
         Ok(outcome)
     }
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ObservedStore, TestStore};
 use crate::{
-    CleanupReport, CleanupRequest, Error, GracePolicy, HealthConfig, HealthStatus, ManualClock,
-    RetryPolicy, RunQuery, RunStatus, StopReason, Token, TokenCleanupService, TokenStore,
-    TokenTable,
+    BatchFilter, CleanupReport, CleanupRequest, Criterion, Error, GracePolicy, HealthConfig,
+    HealthStatus, ManualClock, RetryPolicy, RunQuery, RunStatus, StopReason, Token,
+    TokenCleanupService, TokenStore, TokenTable,
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
@@ -65,14 +65,27 @@ fn expected_left(tokens: &[Token], gone: impl Fn(&Token) -> bool) -> BTreeSet<i6
 pub async fn only_expired_of_requested_types_go<S: TestStore>(store: Arc<S>) {
     let tokens = mixed_tokens(10);
     store.insert_tokens(&tokens).await.unwrap();
+    let types = [MAGIC_LINK, PASSWORD_RESET];
+    let filters: Vec<BatchFilter> = types
+        .iter()
+        .map(|t| BatchFilter::new(*t, Criterion::Expired { before: t0() }))
+        .collect();
+    let sweeps = store.plan_sweep(&filters).await.unwrap().is_some();
     let report = service(store.clone())
-        .cleanup_expired_tokens(CleanupRequest::new([PASSWORD_RESET, MAGIC_LINK]).batch_size(3))
+        .cleanup_expired_tokens(CleanupRequest::new(types).batch_size(3))
         .await
         .unwrap();
     assert_eq!(report.total_cleaned, 20);
     assert_eq!(report.by_type[PASSWORD_RESET], 10);
     assert_eq!(report.by_type[MAGIC_LINK], 10);
-    assert_eq!(report.batches, 8, "4 batches of 3,3,3,1 per type");
+    if sweeps {
+        assert_eq!(
+            report.batches, 7,
+            "both types together: 6 batches of 3, then 2"
+        );
+    } else {
+        assert_eq!(report.batches, 8, "4 batches of 3,3,3,1 per type");
+    }
     let want = expected_left(&tokens, |t| {
         t.expires_at < t0() && (t.token_type == PASSWORD_RESET || t.token_type == MAGIC_LINK)
     });
@@ -706,4 +719,80 @@ macro_rules! __conformance_tests {
             }
         )*
     };
+}
+
+/// Sweep planning, for stores that can sweep: `auto`, `always` and `never` are fresh
+/// stores built with [`SweepMode::Auto`](crate::SweepMode::Auto), [`Always`](crate::SweepMode::Always)
+/// and [`Never`](crate::SweepMode::Never).
+///
+/// `Auto` sweeps once a fifth of the table is expired and not before; `Always` and `Never`
+/// do as they say; a run on a sweeping store deletes the types together (two batches of
+/// at most 25 for 40 expired tokens of four types), one that does not goes type by type
+/// (four batches), and both leave exactly the active tokens.
+pub async fn sweep_modes_are_obeyed<S: TestStore>(auto: Arc<S>, always: Arc<S>, never: Arc<S>) {
+    let expired = |id: i64, ty: &str| Token::new(id, ty, t0() - TimeDelta::minutes(id));
+    let active = |id: i64, ty: &str| Token::new(id, ty, t0() + TimeDelta::minutes(id));
+    let filters = |types: &[&str]| -> Vec<BatchFilter> {
+        types
+            .iter()
+            .map(|t| BatchFilter::new(*t, Criterion::Expired { before: t0() }))
+            .collect()
+    };
+    let all = [EMAIL_VERIFICATION, PASSWORD_RESET, MAGIC_LINK, INVITE];
+
+    // 19 of 100 expired: below a fifth.
+    let mut tokens: Vec<Token> = (1..=19).map(|id| expired(id, INVITE)).collect();
+    tokens.extend((20..=100).map(|id| active(id, INVITE)));
+    auto.insert_tokens(&tokens).await.expect("insert");
+    let plan = auto.plan_sweep(&filters(&all)).await.expect("plan");
+    assert_eq!(plan, None, "19 % expired is swept type by type");
+    // 21 of 101: a fifth.
+    auto.insert_tokens(&[expired(101, MAGIC_LINK), expired(102, INVITE)])
+        .await
+        .expect("insert");
+    let plan = auto.plan_sweep(&filters(&all)).await.expect("plan");
+    assert!(plan.is_some(), "21 of 102 expired is swept");
+    // Only the types asked for count.
+    let plan = auto
+        .plan_sweep(&filters(&[MAGIC_LINK]))
+        .await
+        .expect("plan");
+    assert_eq!(plan, None, "1 expired magic link of 102 rows");
+
+    let mut tokens = Vec::new();
+    for (k, ty) in all.iter().enumerate() {
+        let base = k as i64 * 100;
+        tokens.extend((1..=10).map(|i| expired(base + i, ty)));
+        tokens.extend((11..=15).map(|i| active(base + i, ty)));
+    }
+    for (store, sweeps) in [(&always, true), (&never, false)] {
+        store.insert_tokens(&tokens).await.expect("insert");
+        assert_eq!(
+            store
+                .plan_sweep(&filters(&all))
+                .await
+                .expect("plan")
+                .is_some(),
+            sweeps
+        );
+        let observed = Arc::new(ObservedStore::new(store.clone()));
+        let report = service(observed.clone())
+            .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(25))
+            .await
+            .expect("cleanup");
+        assert_eq!(report.total_cleaned, 40);
+        for ty in all {
+            assert_eq!(report.by_type.get(ty).copied(), Some(10), "{ty}");
+        }
+        let batches = observed.batches();
+        if sweeps {
+            assert_eq!(batches, [(25, 25), (25, 15)]);
+        } else {
+            assert_eq!(batches, [(25, 10); 4]);
+        }
+        assert_eq!(
+            ids(&**store).await,
+            expected_left(&tokens, |t| t.expires_at < t0())
+        );
+    }
 }
