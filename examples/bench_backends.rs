@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
-//!     [--naive] [--synchronous-commit] [--url URL]
+//!     [--naive] [--synchronous-commit] [--sweep auto|always|never] [--url URL]
 //! ```
 //!
 //! It seeds one time-ordered table (ids in expiry order, four token types interleaved,
@@ -15,6 +15,10 @@
 //! once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
+//!
+//! `--sweep` sets the stores' [`SweepMode`] (default `auto`: at about 78 % expired, the
+//! expired tokens go in one sweep in storage order; `never` measures the type-by-type
+//! batches through the `(type, expires_at)` index).
 //!
 //! `--synchronous-commit` makes PostgreSQL batches commit with the server's
 //! `synchronous_commit` (`PostgresStore::synchronous_commit(true)`) instead of
@@ -31,7 +35,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use token_cleanup::sqlx::{self, AssertSqlSafe, Executor};
 use token_cleanup::{
     BatchFilter, CleanupRequest, Criterion, ManualClock, MySqlStore, PostgresStore, SqliteStore,
-    TimeFormat, TokenCleanupService, TokenStore, TokenTable, token_types,
+    SweepMode, TimeFormat, TokenCleanupService, TokenStore, TokenTable, token_types,
 };
 
 const TABLE: &str = "bench_tokens";
@@ -40,6 +44,8 @@ const SCHEMA: &str = "tc_bench";
 
 /// `--synchronous-commit`, set once from the arguments.
 static SYNCHRONOUS_COMMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--sweep`, set once from the arguments.
+static SWEEP: std::sync::OnceLock<SweepMode> = std::sync::OnceLock::new();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -57,13 +63,14 @@ struct Args {
     json: bool,
     naive: bool,
     synchronous_commit: bool,
+    sweep: SweepMode,
     url: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
-         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--url URL]"
+         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--sweep auto|always|never] [--url URL]"
     );
     std::process::exit(2)
 }
@@ -77,6 +84,7 @@ fn parse_args() -> Args {
         json: false,
         naive: false,
         synchronous_commit: false,
+        sweep: SweepMode::Auto,
         url: None,
     };
     let mut it = std::env::args().skip(1);
@@ -102,6 +110,14 @@ fn parse_args() -> Args {
             "--json" => args.json = true,
             "--naive" => args.naive = true,
             "--synchronous-commit" => args.synchronous_commit = true,
+            "--sweep" => {
+                args.sweep = match value().as_str() {
+                    "auto" => SweepMode::Auto,
+                    "always" => SweepMode::Always,
+                    "never" => SweepMode::Never,
+                    _ => usage(),
+                }
+            }
             "--url" => args.url = Some(value()),
             _ => usage(),
         }
@@ -149,13 +165,26 @@ impl Db {
 
     fn store(&self) -> Arc<dyn TokenStore> {
         match self {
-            Db::Postgres(p) => Arc::new(
-                PostgresStore::new(p.clone(), self.table())
-                    .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false)),
-            ),
-            Db::MySql(p) => Arc::new(MySqlStore::new(p.clone(), self.table())),
-            Db::Sqlite(p) => Arc::new(SqliteStore::new(p.clone(), self.table())),
+            Db::Postgres(_) => Arc::new(self.postgres()),
+            Db::MySql(_) => Arc::new(self.mysql()),
+            Db::Sqlite(p) => Arc::new(SqliteStore::new(p.clone(), self.table()).sweep(sweep())),
         }
+    }
+
+    fn postgres(&self) -> PostgresStore {
+        let Db::Postgres(p) = self else {
+            unreachable!("a PostgreSQL bench")
+        };
+        PostgresStore::new(p.clone(), self.table())
+            .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false))
+            .sweep(sweep())
+    }
+
+    fn mysql(&self) -> MySqlStore {
+        let Db::MySql(p) = self else {
+            unreachable!("a MySQL bench")
+        };
+        MySqlStore::new(p.clone(), self.table()).sweep(sweep())
     }
 
     /// `base + n seconds` in the backend's time representation.
@@ -395,20 +424,39 @@ async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun 
     }
 }
 
+fn sweep() -> SweepMode {
+    SWEEP.get().copied().unwrap_or_default()
+}
+
+/// The plan of the first batch the cleanup runs: a sweep batch when the store sweeps the
+/// four types, else a type-by-type batch (from the start and from a resume point).
 async fn explain(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> String {
+    let filters: Vec<BatchFilter> = token_types::ALL
+        .iter()
+        .map(|t| BatchFilter::new(*t, Criterion::Expired { before: cutoff }))
+        .collect();
+    if let Some(sweep) = db.store().plan_sweep(&filters).await.unwrap() {
+        let plan = match db {
+            Db::Postgres(_) => db.postgres().explain_sweep_batch(&sweep, batch_size).await,
+            Db::MySql(_) => db.mysql().explain_sweep_batch(&sweep, batch_size).await,
+            Db::Sqlite(_) => return "(sweep; no EXPLAIN for SQLite)".into(),
+        };
+        return format!(
+            "-- sweep batch of {batch_size}, all four types\n{}\n",
+            plan.unwrap()
+        );
+    }
     let mut filter = BatchFilter::new(token_types::INVITE, Criterion::Expired { before: cutoff });
     let mut out = String::new();
     for resume in [None, Some(cutoff - TimeDelta::hours(24))] {
         filter.resume_from = resume;
         let plan = match db {
-            Db::Postgres(p) => PostgresStore::new(p.clone(), db.table())
+            Db::Postgres(_) => db
+                .postgres()
                 .explain_batch(&filter, batch_size)
                 .await
                 .unwrap(),
-            Db::MySql(p) => MySqlStore::new(p.clone(), db.table())
-                .explain_batch(&filter, batch_size)
-                .await
-                .unwrap(),
+            Db::MySql(_) => db.mysql().explain_batch(&filter, batch_size).await.unwrap(),
             Db::Sqlite(_) => return "(no EXPLAIN for SQLite)".into(),
         };
         out.push_str(&format!(
@@ -434,6 +482,7 @@ async fn main() {
     SYNCHRONOUS_COMMIT
         .set(args.synchronous_commit)
         .expect("set once");
+    SWEEP.set(args.sweep).expect("set once");
     let db = connect(&args).await;
     // A whole second, so that the literal in the single statement equals the cutoff.
     let cutoff = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
@@ -518,6 +567,7 @@ async fn main() {
             "backend": backend,
             "tokens": args.tokens,
             "runs": args.runs,
+            "sweep": format!("{:?}", args.sweep).to_lowercase(),
             "results": results,
             "plan": plan,
         });

@@ -12,40 +12,63 @@ use token_cleanup_core::test_util::servers::mysql as server;
 use token_cleanup_core::test_util::{TestStore, suite};
 use token_cleanup_core::{
     BatchFilter, CleanupRequest, Criterion, Error, ManualClock, MemoryStore, MySqlStore,
-    RetryPolicy, RunStatus, RunStore, Token, TokenCleanupService, TokenStore, TokenTable,
+    RetryPolicy, RunStatus, RunStore, SweepMode, Token, TokenCleanupService, TokenStore,
+    TokenTable,
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
-/// A migrated store in a fresh schema, under a non-default table and column layout.
+/// A migrated store in a fresh schema, under a non-default table and column layout,
+/// cleaning type by type.
 async fn store_in(pool: MySqlPool, schema: &str) -> Arc<MySqlStore> {
+    store_with(pool, schema, SweepMode::Never).await
+}
+
+/// [`store_in`], cleaning expired tokens the way `sweep` says.
+async fn store_with(pool: MySqlPool, schema: &str, sweep: SweepMode) -> Arc<MySqlStore> {
     let table = TokenTable::builder()
         .schema(schema)
         .table("auth_tokens")
         .expires_column("valid_until")
         .build()
         .unwrap();
-    let store = Arc::new(MySqlStore::new(pool, table));
+    let store = Arc::new(MySqlStore::new(pool, table).sweep(sweep));
     store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrate is idempotent");
     store
 }
 
 async fn fresh() -> Arc<MySqlStore> {
+    fresh_with(SweepMode::Never).await
+}
+
+async fn fresh_with(sweep: SweepMode) -> Arc<MySqlStore> {
     let pool = server::pool(4).await;
     let schema = server::fresh_database(&pool).await;
-    store_in(pool, &schema).await
+    store_with(pool, &schema, sweep).await
 }
 
 token_cleanup_core::store_conformance_tests!(mysql, fresh());
+token_cleanup_core::store_conformance_tests!(mysql_sweep, fresh_with(SweepMode::Always));
 
 /// Same suite with a batch timeout.
-async fn fresh_timed() -> Arc<MySqlStore> {
-    let store = fresh().await;
+async fn fresh_timed(sweep: SweepMode) -> Arc<MySqlStore> {
+    let store = fresh_with(sweep).await;
     let store = Arc::try_unwrap(store).expect("sole owner");
     Arc::new(store.batch_timeout(Some(Duration::from_secs(30))))
 }
 
-token_cleanup_core::store_conformance_tests!(mysql_timed, fresh_timed());
+token_cleanup_core::store_conformance_tests!(mysql_timed, fresh_timed(SweepMode::Never));
+token_cleanup_core::store_conformance_tests!(mysql_sweep_timed, fresh_timed(SweepMode::Always));
+
+#[tokio::test]
+async fn sweep_modes_are_obeyed() {
+    suite::sweep_modes_are_obeyed(
+        fresh_with(SweepMode::Auto).await,
+        fresh_with(SweepMode::Always).await,
+        fresh_with(SweepMode::Never).await,
+    )
+    .await;
+}
 
 /// `n` tokens per type, ids from 1, expiring one second apart across the four types; about
 /// 78 % of them expired at [`suite::t0`].
@@ -100,13 +123,17 @@ async fn two_instances_delete_each_expired_token_once() {
         .cloned()
         .collect();
     seeder.insert_tokens(&tokens).await.unwrap();
-    for (size_a, size_b) in [(100, 100), (50, 700), (1000, 130)] {
+    let pairs = [(100, 100), (50, 700), (1000, 130)];
+    for (sweep, (size_a, size_b)) in [SweepMode::Never, SweepMode::Always]
+        .into_iter()
+        .flat_map(|sweep| pairs.map(|pair| (sweep, pair)))
+    {
         // Each instance keeps its run records apart, so that the engine's check for an
         // overlapping run elsewhere (a convenience, racy by nature) cannot serialize
         // them: the store alone must keep them apart.
-        let a = service_without_retries(store_in(strict_pool().await, &schema).await)
+        let a = service_without_retries(store_with(strict_pool().await, &schema, sweep).await)
             .with_private_runs();
-        let b = service_without_retries(store_in(strict_pool().await, &schema).await)
+        let b = service_without_retries(store_with(strict_pool().await, &schema, sweep).await)
             .with_private_runs();
         let (ra, rb) = tokio::join!(
             a.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(size_a)),
@@ -114,7 +141,7 @@ async fn two_instances_delete_each_expired_token_once() {
         );
         let (ra, rb) = (ra.expect("instance a"), rb.expect("instance b"));
         println!(
-            "a deleted {}, b deleted {}",
+            "{sweep:?}: a deleted {}, b deleted {}",
             ra.total_cleaned, rb.total_cleaned
         );
         assert_eq!(
@@ -286,10 +313,15 @@ async fn kill_sleeping_backend(admin: &MySqlPool, db: &str) {
 /// token is deleted, and the next run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connection_is_retried_or_recorded_as_failed() {
-    for retries in [true, false] {
+    for (sweep, retries) in [
+        (SweepMode::Never, true),
+        (SweepMode::Never, false),
+        (SweepMode::Always, true),
+        (SweepMode::Always, false),
+    ] {
         let admin = server::pool(2).await;
         let schema = server::fresh_database(&admin).await;
-        let store = store_in(server::pool(2).await, &schema).await;
+        let store = store_with(server::pool(2).await, &schema, sweep).await;
         let tokens = time_ordered(1000);
         store.insert_tokens(&tokens).await.unwrap();
         // The 7th batch of 100 (ids grow with expiry, every 4th id is an invite).
@@ -350,9 +382,15 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
 /// rolls back, and fails the run with a timeout error.
 #[tokio::test]
 async fn batch_timeout_cancels_a_slow_batch() {
+    for sweep in [SweepMode::Never, SweepMode::Always] {
+        batch_timeout_cancels_a_slow_batch_with(sweep).await;
+    }
+}
+
+async fn batch_timeout_cancels_a_slow_batch_with(sweep: SweepMode) {
     let admin = server::pool(2).await;
     let schema = server::fresh_database(&admin).await;
-    let store = store_in(server::pool(2).await, &schema).await;
+    let store = store_with(server::pool(2).await, &schema, sweep).await;
     let store = Arc::new(
         Arc::try_unwrap(store)
             .unwrap()
@@ -424,7 +462,13 @@ async fn batch_plan_is_an_index_range_scan() {
 /// Token types are bound, never spliced: a hostile type is just a string.
 #[tokio::test]
 async fn hostile_token_types_are_bound_parameters() {
-    let store = fresh().await;
+    for sweep in [SweepMode::Never, SweepMode::Always] {
+        hostile_token_type_is_just_a_string(sweep).await;
+    }
+}
+
+async fn hostile_token_type_is_just_a_string(sweep: SweepMode) {
+    let store = fresh_with(sweep).await;
     let hostile = "x'); DROP TABLE auth_tokens; --";
     let tokens = vec![
         Token::new(1, hostile, suite::t0() - TimeDelta::hours(1)),

@@ -4,14 +4,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_query::{ColumnDef, MysqlQueryBuilder};
-use sea_query_sqlx::SqlxBinder;
+use sea_query::{ColumnDef, MysqlQueryBuilder, Value};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::OnceCell;
 
-use super::sql::{QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32, index_name};
-use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
+use super::sql::{
+    QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32, index_name, sweep_pays,
+};
+use super::{
+    BatchFilter, BatchOutcome, Criterion, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts,
+};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
 
@@ -34,9 +38,24 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// exact. A schema in [`TokenTable`] names the database that holds the table. Run records
 /// and job leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it.
 ///
-/// # How a batch deletes
+/// # Sweeps: most of the table expired
 ///
-/// Each batch runs on one connection:
+/// When at least a fifth of the table is expired ([`SweepMode::Auto`]; the table's
+/// primary key must be an integer), a run deletes the expired tokens of every requested
+/// type in one [sweep](crate::TokenStore::plan_sweep) in primary key order: InnoDB's
+/// clustered order, the order a single `DELETE` would visit them. Each sweep batch takes
+/// the `GET_LOCK` of every swept type (an instance that cannot take them all leaves the
+/// expired tokens to the one that holds them), then, in one `READ COMMITTED`
+/// transaction, a probe of the first `n` expired rows after the previous batch
+/// (`FORCE INDEX (PRIMARY)`, per-type counts and the last key) and a `DELETE` of the
+/// expired rows in that key range. It commits when the `DELETE`'s count equals the
+/// probe's, and otherwise rolls back with a retryable error, so reported counts are
+/// always what left the table and a batch never exceeds `n`.
+///
+/// # How a type-by-type batch deletes
+///
+/// Below a fifth (or with [`SweepMode::Never`], and for used tokens), each batch runs on
+/// one connection:
 ///
 /// 1. `GET_LOCK('token_cleanup:<hash of table, type, criterion>', 0)`. If another
 ///    instance is deleting a batch of the same type right now, this instance leaves the
@@ -79,6 +98,7 @@ pub struct MySqlStore {
     sql: Statements,
     names: QuotedNames,
     batch_timeout: Option<Duration>,
+    sweep: SweepMode,
     mariadb: OnceCell<bool>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
@@ -105,6 +125,7 @@ impl MySqlStore {
             sql,
             names,
             batch_timeout: None,
+            sweep: SweepMode::default(),
             mariadb: OnceCell::new(),
             #[cfg(feature = "test-util")]
             faults: Default::default(),
@@ -136,9 +157,108 @@ impl MySqlStore {
         self
     }
 
+    /// When expired tokens go in one sweep in primary key order rather than type by type
+    /// (default [`SweepMode::Auto`]). See the type's documentation.
+    pub fn sweep(mut self, mode: SweepMode) -> Self {
+        self.sweep = mode;
+        self
+    }
+
     /// The pool.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// The sweep's probe and delete statements for rows of `sweep` with keys in
+    /// `(?, ?]`, and the condition's values. The probe's `LIMIT` is its last parameter.
+    fn sweep_sql(&self, sweep: &Sweep, mariadb: bool) -> (String, String, Vec<Value>) {
+        let QuotedNames { table, id, ty, .. } = &self.names;
+        let mut values = Vec::new();
+        let cond = self
+            .sql
+            .sweep_condition(&self.names, &sweep.filters, |value| {
+                values.push(value);
+                "?".to_owned()
+            });
+        let (prefix, hint) = self.timeout_clauses(mariadb);
+        let probe = format!(
+            "{prefix}SELECT {hint}ty, COUNT(*), MAX(k) FROM (\
+               SELECT {id} AS k, {ty} AS ty FROM {table} FORCE INDEX (PRIMARY) \
+               WHERE {id} > ? AND {id} <= ? AND ({cond}) ORDER BY {id} LIMIT ?) s \
+             GROUP BY ty"
+        );
+        let delete =
+            format!("{prefix}DELETE FROM {table} WHERE {id} > ? AND {id} <= ? AND ({cond})");
+        (probe, delete, values)
+    }
+
+    /// Probe and delete of one sweep batch in a `READ COMMITTED` transaction, on the
+    /// connection that holds every swept type's lock.
+    async fn locked_sweep(
+        &self,
+        conn: &mut sqlx::MySqlConnection,
+        sweep: &Sweep,
+        limit: u32,
+        mariadb: bool,
+    ) -> Result<SweepOutcome> {
+        let (probe, delete, values) = self.sweep_sql(sweep, mariadb);
+        let bind = |sql: String, hi: i64, limit: Option<u32>| {
+            let mut args = vec![Value::from(sweep.position), Value::from(hi)];
+            args.extend(values.iter().cloned());
+            args.extend(limit.map(Value::from));
+            sqlx::query_with(AssertSqlSafe(sql), SqlxValues(sea_query::Values(args)))
+        };
+        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        let rows = bind(probe, sweep.end, Some(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        let mut hi = None;
+        for row in &rows {
+            let decode = err("decode a sweep batch");
+            let token_type: String = row.try_get(0).map_err(decode)?;
+            let n: i64 = row.try_get(1).map_err(err("decode a sweep batch"))?;
+            let last: i64 = row.try_get(2).map_err(err("decode a sweep batch"))?;
+            deleted.push((token_type, n.max(0) as u64));
+            hi = hi.max(Some(last));
+        }
+        let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
+        let Some(hi) = hi else {
+            tx.commit().await.map_err(|e| self.batch_error(e))?;
+            return Ok(SweepOutcome {
+                deleted,
+                position: sweep.end,
+                done: true,
+            });
+        };
+        let removed = bind(delete, hi, None)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.batch_error(e))?
+            .rows_affected();
+        if removed != counted {
+            // The host changed rows of the range between the probe and the delete: roll
+            // back rather than report counts that differ from what left the table.
+            tx.rollback().await.map_err(|e| self.batch_error(e))?;
+            return Err(Error::store(
+                STORE,
+                "delete a sweep batch",
+                format!("deleted {removed} rows where the probe counted {counted}; rolled back"),
+            ));
+        }
+        tx.commit().await.map_err(|e| self.batch_error(e))?;
+        Ok(SweepOutcome {
+            deleted,
+            position: hi,
+            done: counted < u64::from(limit) || hi >= sweep.end,
+        })
     }
 
     async fn is_mariadb(&self) -> Result<bool> {
@@ -313,6 +433,33 @@ impl MySqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err("explain a batch"))?;
+        Ok(Self::render_plan(&rows))
+    }
+
+    /// The plans MySQL / MariaDB would use for the next batch of `sweep`: the probe's,
+    /// then the `DELETE`'s of the key range after the sweep's position (`EXPLAIN`, as
+    /// [`explain_batch`](Self::explain_batch) prints them). Nothing is executed.
+    pub async fn explain_sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<String> {
+        let (probe, delete, values) = self.sweep_sql(sweep, false);
+        let mut out = Vec::new();
+        for (sql, limit) in [(probe, Some(limit)), (delete, None)] {
+            let mut args = vec![Value::from(sweep.position), Value::from(sweep.end)];
+            args.extend(values.iter().cloned());
+            args.extend(limit.map(Value::from));
+            let rows = sqlx::query_with(
+                AssertSqlSafe(format!("EXPLAIN {sql}")),
+                SqlxValues(sea_query::Values(args)),
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("explain a sweep batch"))?;
+            out.push(Self::render_plan(&rows));
+        }
+        Ok(out.join("\n"))
+    }
+
+    /// `EXPLAIN` rows as tab-separated lines under a header.
+    fn render_plan(rows: &[MySqlRow]) -> String {
         let mut out = Vec::new();
         if let Some(first) = rows.first() {
             use sqlx::Column;
@@ -325,11 +472,11 @@ impl MySqlStore {
                     .join("\t"),
             );
         }
-        for row in &rows {
+        for row in rows {
             let cells: Vec<String> = (0..row.len()).map(|i| render_cell(row, i)).collect();
             out.push(cells.join("\t"));
         }
-        Ok(out.join("\n"))
+        out.join("\n")
     }
 
     async fn execute<S: SqlxBinder>(&self, stmt: &S, operation: &'static str) -> Result<u64> {
@@ -521,6 +668,94 @@ impl TokenStore for MySqlStore {
             // Never hand a connection that may still hold the lock back to the pool:
             // closing it releases the lock.
             let _ = conn.close().await;
+        }
+        outcome
+    }
+
+    async fn plan_sweep(&self, filters: &[BatchFilter]) -> Result<Option<Sweep>> {
+        if self.sweep == SweepMode::Never
+            || filters.is_empty()
+            || filters.iter().any(|f| f.criterion.is_used())
+        {
+            return Ok(None);
+        }
+        let QuotedNames { table, id, .. } = &self.names;
+        let sql = format!("SELECT MIN({id}), MAX({id}) FROM {table}");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("measure the table"))?;
+        let extent: std::result::Result<(Option<i64>, Option<i64>), _> = row
+            .try_get(0)
+            .and_then(|first| Ok((first, row.try_get(1)?)));
+        let (first, last) = match extent {
+            Ok((Some(first), Some(last))) => (first, last),
+            Ok(_) => return Ok(None),
+            Err(e) => {
+                // A primary key that is not an integer has no range to sweep by.
+                tracing::debug!(error = %e, "no integer key to sweep by; cleaning type by type");
+                return Ok(None);
+            }
+        };
+        let rows = last.abs_diff(first).saturating_add(1);
+        let pays = sweep_pays(self.sweep, filters, rows, |filter, cap| {
+            let stmt = self.sql.count_capped(filter, cap);
+            async move {
+                let (sql, values) = stmt.build_sqlx(MysqlQueryBuilder);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|n: i64| n.max(0) as u64)
+                    .map_err(err("count expired tokens"))
+            }
+        })
+        .await?;
+        Ok(pays.then(|| Sweep::new(filters.to_vec(), first.saturating_sub(1), last)))
+    }
+
+    async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
+        let mariadb = self.is_mariadb().await?;
+        let locks: Vec<String> = sweep.filters.iter().map(|f| self.lock_name(f)).collect();
+        let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
+        let sql = format!(
+            "SELECT {}",
+            vec!["GET_LOCK(?, 0) = 1"; locks.len()].join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for lock in &locks {
+            query = query.bind(lock);
+        }
+        let row = query
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        let held: Vec<&String> = locks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| row.try_get::<Option<bool>, _>(*i).ok().flatten() == Some(true))
+            .map(|(_, lock)| lock)
+            .collect();
+        let outcome = if held.len() == locks.len() {
+            self.locked_sweep(&mut conn, sweep, limit, mariadb).await
+        } else {
+            tracing::debug!("another instance is sweeping this table; leaving it to that instance");
+            Ok(SweepOutcome {
+                deleted: Vec::new(),
+                position: sweep.position,
+                done: true,
+            })
+        };
+        if !held.is_empty() {
+            let sql = format!("SELECT {}", vec!["RELEASE_LOCK(?)"; held.len()].join(", "));
+            let mut release = sqlx::query(AssertSqlSafe(sql));
+            for lock in held {
+                release = release.bind(lock);
+            }
+            if release.execute(&mut *conn).await.is_err() {
+                // Never hand a connection that may still hold a lock back to the pool:
+                // closing it releases its locks.
+                let _ = conn.close().await;
+            }
         }
         outcome
     }

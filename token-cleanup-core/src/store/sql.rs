@@ -519,45 +519,38 @@ impl Statements {
 
 impl Statements {
     /// The row condition of a sweep over `filters` (expired criteria, one per type):
-    /// `(type IN (..) AND expires_at < ..) OR ..`, one group per distinct cutoff, with the
-    /// placeholders `placeholder(first)`, `placeholder(first + 1)` .., and their values.
+    /// `(type IN (..) AND expires_at < ..) OR ..`, one group per distinct cutoff. Each
+    /// value goes through `param`, which returns its placeholder (or literal).
     pub(crate) fn sweep_condition(
         &self,
         names: &QuotedNames,
         filters: &[BatchFilter],
-        first: usize,
-        placeholder: impl Fn(usize) -> String,
-    ) -> (String, Vec<Value>) {
+        mut param: impl FnMut(Value) -> String,
+    ) -> String {
         let mut groups: BTreeMap<DateTime<Utc>, Vec<&str>> = BTreeMap::new();
         for f in filters {
             if let Criterion::Expired { before } = f.criterion {
                 groups.entry(before).or_default().push(&f.token_type);
             }
         }
-        let mut values = Vec::new();
-        let mut next = first;
-        let mut param = |value: Value| {
-            values.push(value);
-            next += 1;
-            placeholder(next - 1)
-        };
-        let mut parts = Vec::new();
-        for (cutoff, types) in groups {
-            let types: Vec<String> = types.into_iter().map(|t| param(t.into())).collect();
-            let cutoff = param(self.time.bound(cutoff));
-            parts.push(format!(
-                "({} IN ({}) AND {} < {cutoff})",
-                names.ty,
-                types.join(", "),
-                names.exp
-            ));
-        }
-        let condition = if parts.is_empty() {
+        let parts: Vec<String> = groups
+            .into_iter()
+            .map(|(cutoff, types)| {
+                let types: Vec<String> = types.into_iter().map(|t| param(t.into())).collect();
+                let cutoff = param(self.time.bound(cutoff));
+                format!(
+                    "({} IN ({}) AND {} < {cutoff})",
+                    names.ty,
+                    types.join(", "),
+                    names.exp
+                )
+            })
+            .collect();
+        if parts.is_empty() {
             "FALSE".to_owned()
         } else {
             parts.join(" OR ")
-        };
-        (condition, values)
+        }
     }
 
     /// `SELECT COUNT(*) FROM (SELECT 1 FROM t WHERE <filter> LIMIT cap)`: a count that

@@ -113,9 +113,13 @@ impl SqliteStore {
     /// on the table b-tree. The probe's `LIMIT` is the last parameter.
     fn sweep_sql(&self, sweep: &Sweep) -> (String, String, Vec<Value>) {
         let QuotedNames { table, ty, .. } = &self.names;
-        let (cond, values) = self
+        let mut values = Vec::new();
+        let cond = self
             .sql
-            .sweep_condition(&self.names, &sweep.filters, 3, |i| format!("?{i}"));
+            .sweep_condition(&self.names, &sweep.filters, |value| {
+                values.push(value);
+                format!("?{}", values.len() + 2)
+            });
         let limit = values.len() + 3;
         let probe = format!(
             "SELECT {ty}, count(*), max(r) FROM (\
