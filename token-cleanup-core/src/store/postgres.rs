@@ -522,6 +522,14 @@ impl PostgresStore {
                 }
                 other => unreachable!("sweep conditions bind types and instants, not {other:?}"),
             });
+        // One aggregate pass over the probe: its last ctid and a count per swept type, in
+        // the order of the sweep's filters (a `GROUP BY` into JSON cost about 0.7 ms more
+        // per batch of 1000).
+        let counts: Vec<String> = sweep
+            .filters
+            .iter()
+            .map(|f| format!("count(*) FILTER (WHERE ty = {})", dollar_quoted(&f.token_type)))
+            .collect();
         let (lo, end) = (tid_literal(sweep.position), tid_literal(sweep.end));
         format!(
             "WITH p AS MATERIALIZED (\
@@ -530,13 +538,13 @@ impl PostgresStore {
                  AND ctid > {lo} AND ctid <= {end} AND ({cond}) \
                LIMIT {limit}), \
              s AS MATERIALIZED (\
-               SELECT set_config('{BATCH_SETTING}', json_build_object(\
-                 'hi', (SELECT max(c) FROM p)::text, \
-                 'types', (SELECT json_object_agg(ty, k) FROM (\
-                   SELECT ty, count(*) AS k FROM p GROUP BY ty) g))::text, true) AS v) \
+               SELECT max(c) AS hi, set_config('{BATCH_SETTING}', \
+                 concat_ws(' ', coalesce(max(c)::text, '-'), {counts}), true) AS v \
+               FROM p) \
              DELETE FROM {table} \
              WHERE (SELECT v IS NOT NULL FROM s) \
-               AND ctid > {lo} AND ctid <= (SELECT max(c) FROM p) AND ({cond})"
+               AND ctid > {lo} AND ctid <= (SELECT hi FROM s) AND ({cond})",
+            counts = counts.join(", ")
         )
     }
 
@@ -639,14 +647,12 @@ impl PostgresStore {
                     let decode = |e| Error::store(STORE, "decode a sweep batch", e);
                     let locked: bool = row.try_get(0).map_err(decode)?;
                     let text: String = row.try_get(1).map_err(decode)?;
-                    let json: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|e| Error::store(STORE, "decode a sweep batch", e))?;
-                    read = Some((locked, json));
+                    read = Some((locked, text));
                 }
             }
         }
         drop(results);
-        let (Some(removed), Some((locked, json))) = (deleted_rows, read) else {
+        let (Some(removed), Some((locked, probe))) = (deleted_rows, read) else {
             return Err(Error::store(
                 STORE,
                 "decode a sweep batch",
@@ -662,16 +668,16 @@ impl PostgresStore {
                 done: true,
             });
         }
-        let hi = json["hi"].as_str().and_then(parse_tid);
-        let deleted: Vec<(String, u64)> = json["types"]
-            .as_object()
-            .map(|types| {
-                types
-                    .iter()
-                    .map(|(t, n)| (t.clone(), n.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // `<last ctid or -> <count of type 1> <count of type 2> ..`
+        let mut fields = probe.split(' ');
+        let hi = fields.next().and_then(parse_tid);
+        let deleted: Vec<(String, u64)> = sweep
+            .filters
+            .iter()
+            .zip(fields)
+            .map(|(f, n)| (f.token_type.clone(), n.parse().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
         if removed != counted {
             // Someone deleted probed rows in between, or the probe did not return the
