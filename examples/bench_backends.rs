@@ -16,9 +16,10 @@
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
 //!
-//! `--sweep` sets the stores' [`SweepMode`] (default `auto`: at about 78 % expired, the
-//! expired tokens go in one sweep in storage order; `never` measures the type-by-type
-//! batches through the `(type, expires_at)` index).
+//! `--sweep` sets the MySQL and SQLite stores' [`SweepMode`] (default `auto`: at about
+//! 78 % expired, the expired tokens go in one sweep in storage order; `never` measures
+//! the type-by-type batches through the `(type, expires_at)` index). PostgreSQL always
+//! cleans type by type.
 //!
 //! `--synchronous-commit` makes PostgreSQL batches commit with the server's
 //! `synchronous_commit` (`PostgresStore::synchronous_commit(true)`) instead of
@@ -177,7 +178,6 @@ impl Db {
         };
         PostgresStore::new(p.clone(), self.table())
             .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false))
-            .sweep(sweep())
     }
 
     fn mysql(&self) -> MySqlStore {
@@ -437,9 +437,8 @@ async fn explain(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> String {
         .collect();
     if let Some(sweep) = db.store().plan_sweep(&filters).await.unwrap() {
         let plan = match db {
-            Db::Postgres(_) => db.postgres().explain_sweep_batch(&sweep, batch_size).await,
             Db::MySql(_) => db.mysql().explain_sweep_batch(&sweep, batch_size).await,
-            Db::Sqlite(_) => return "(sweep; no EXPLAIN for SQLite)".into(),
+            _ => return "(a sweep; no EXPLAIN for SQLite)".into(),
         };
         return format!(
             "-- sweep batch of {batch_size}, all four types\n{}\n",

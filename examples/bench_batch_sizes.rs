@@ -11,7 +11,8 @@
 //! memory check at 100k and 1M tokens, which runs each cleanup in a child process).
 //! Variations: `--pause-ms P` (sleep after each batch), `--autocheckpoint PAGES` (the
 //! cleanup connection's `wal_autocheckpoint`), `--shared-pool` (the writer and the cleanup
-//! share one single-connection write pool instead of using two connections).
+//! share one single-connection write pool instead of using two connections), `--sweep
+//! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table).
 //!
 //! Every run starts from a fresh copy of the same seeded file; runs are interleaved
 //! (single statement, then each batch size, repeated) so that ratios compare like with
@@ -23,6 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use token_cleanup::SweepMode;
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -38,6 +40,7 @@ struct Args {
     pause: Duration,
     autocheckpoint: Option<u32>,
     shared_pool: bool,
+    sweep: SweepMode,
     child: Option<(PathBuf, u32)>,
 }
 
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
         pause: Duration::ZERO,
         autocheckpoint: None,
         shared_pool: false,
+        sweep: SweepMode::Auto,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -76,6 +80,14 @@ fn parse_args() -> Args {
                 args.autocheckpoint = Some(value("--autocheckpoint").parse().expect("pages"))
             }
             "--shared-pool" => args.shared_pool = true,
+            "--sweep" => {
+                args.sweep = match value("--sweep").as_str() {
+                    "auto" => SweepMode::Auto,
+                    "always" => SweepMode::Always,
+                    "never" => SweepMode::Never,
+                    other => panic!("--sweep auto|always|never, not {other}"),
+                }
+            }
             "--memory-child" => {
                 let path = PathBuf::from(value("--memory-child"));
                 let size = value("--memory-child").parse().expect("batch size");
@@ -123,7 +135,7 @@ async fn measure(args: &Args, template: &Path, work: &Path, batch_size: Option<u
             }
         }
         Some(size) => {
-            let r = support::batched_cleanup_with(&pool, size, args.pause).await;
+            let r = support::batched_cleanup_with(&pool, size, args.pause, args.sweep).await;
             Measure {
                 seconds: r.duration.as_secs_f64(),
                 rows: r.total_cleaned,
@@ -246,6 +258,7 @@ async fn main() {
                 "pause_ms": args.pause.as_secs_f64() * 1000.0,
                 "autocheckpoint": args.autocheckpoint,
                 "shared_pool": args.shared_pool,
+                "sweep": format!("{:?}", args.sweep).to_lowercase(),
                 "results": results,
                 "memory": memory,
             }))
@@ -255,10 +268,11 @@ async fn main() {
     }
 
     println!(
-        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs; {} inserts every 2 ms{}{}\n",
+        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}; {} inserts every 2 ms{}{}\n",
         args.tokens,
         support::EXPIRED_FRACTION * 100.0,
         args.runs,
+        args.sweep,
         if args.shared_pool {
             "a writer sharing the cleanup's one-connection pool"
         } else {

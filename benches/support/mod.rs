@@ -14,8 +14,8 @@ use token_cleanup::sqlx::sqlite::{
 };
 use token_cleanup::sqlx::{self, SqlitePool};
 use token_cleanup::{
-    CleanupReport, CleanupRequest, SqliteStore, TokenCleanupService, TokenStore, TokenTable,
-    token_types,
+    CleanupReport, CleanupRequest, SqliteStore, SweepMode, TokenCleanupService, TokenStore,
+    TokenTable, token_types,
 };
 
 /// Fraction of seeded tokens that are expired.
@@ -121,16 +121,18 @@ pub(crate) async fn single_delete(pool: &SqlitePool) -> (u64, Duration) {
 
 /// Our cleanup over every type at `batch_size`.
 pub(crate) async fn batched_cleanup(pool: &SqlitePool, batch_size: u32) -> CleanupReport {
-    batched_cleanup_with(pool, batch_size, Duration::ZERO).await
+    batched_cleanup_with(pool, batch_size, Duration::ZERO, SweepMode::Auto).await
 }
 
-/// Our cleanup over every type at `batch_size`, pausing `pause` after each batch.
+/// Our cleanup over every type at `batch_size`, pausing `pause` after each batch, with
+/// the store's sweep mode `sweep`.
 pub(crate) async fn batched_cleanup_with(
     pool: &SqlitePool,
     batch_size: u32,
     pause: Duration,
+    sweep: SweepMode,
 ) -> CleanupReport {
-    let store = Arc::new(SqliteStore::new(pool.clone(), TokenTable::default()));
+    let store = Arc::new(SqliteStore::new(pool.clone(), TokenTable::default()).sweep(sweep));
     let service = TokenCleanupService::builder(store)
         .token_types(token_types::ALL)
         .pause_between_batches(pause)

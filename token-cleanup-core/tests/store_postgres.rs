@@ -12,47 +12,35 @@ use token_cleanup_core::test_util::servers::postgres as server;
 use token_cleanup_core::test_util::{TestStore, suite};
 use token_cleanup_core::{
     BatchFilter, CleanupRequest, Criterion, Error, ManualClock, MemoryStore, PostgresStore,
-    RetryPolicy, RunStatus, RunStore, SweepMode, Token, TokenCleanupService, TokenStore,
-    TokenTable,
+    RetryPolicy, RunStatus, RunStore, Token, TokenCleanupService, TokenStore, TokenTable,
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
-/// A migrated store in a fresh schema, under a non-default table and column layout,
-/// cleaning type by type.
+/// A migrated store in a fresh schema, under a non-default table and column layout.
 async fn store_in(pool: PgPool, schema: &str) -> Arc<PostgresStore> {
-    store_with(pool, schema, SweepMode::Never).await
-}
-
-/// [`store_in`], cleaning expired tokens the way `sweep` says.
-async fn store_with(pool: PgPool, schema: &str, sweep: SweepMode) -> Arc<PostgresStore> {
     let table = TokenTable::builder()
         .schema(schema)
         .table("auth_tokens")
         .expires_column("valid_until")
         .build()
         .unwrap();
-    let store = Arc::new(PostgresStore::new(pool, table).sweep(sweep));
+    let store = Arc::new(PostgresStore::new(pool, table));
     store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrate is idempotent");
     store
 }
 
 async fn fresh() -> Arc<PostgresStore> {
-    fresh_with(SweepMode::Never).await
-}
-
-async fn fresh_with(sweep: SweepMode) -> Arc<PostgresStore> {
     let pool = server::pool("token-cleanup-test", 4).await;
     let schema = server::fresh_schema(&pool).await;
-    store_with(pool, &schema, sweep).await
+    store_in(pool, &schema).await
 }
 
 token_cleanup_core::store_conformance_tests!(postgres, fresh());
-token_cleanup_core::store_conformance_tests!(postgres_sweep, fresh_with(SweepMode::Always));
 
 /// Same suite with synchronous commits and a batch timeout (the transactional path).
-async fn fresh_synchronous(sweep: SweepMode) -> Arc<PostgresStore> {
-    let store = fresh_with(sweep).await;
+async fn fresh_synchronous() -> Arc<PostgresStore> {
+    let store = fresh().await;
     let store = Arc::try_unwrap(store).expect("sole owner");
     Arc::new(
         store
@@ -61,24 +49,7 @@ async fn fresh_synchronous(sweep: SweepMode) -> Arc<PostgresStore> {
     )
 }
 
-token_cleanup_core::store_conformance_tests!(
-    postgres_synchronous,
-    fresh_synchronous(SweepMode::Never)
-);
-token_cleanup_core::store_conformance_tests!(
-    postgres_sweep_synchronous,
-    fresh_synchronous(SweepMode::Always)
-);
-
-#[tokio::test]
-async fn sweep_modes_are_obeyed() {
-    suite::sweep_modes_are_obeyed(
-        fresh_with(SweepMode::Auto).await,
-        fresh_with(SweepMode::Always).await,
-        fresh_with(SweepMode::Never).await,
-    )
-    .await;
-}
+token_cleanup_core::store_conformance_tests!(postgres_synchronous, fresh_synchronous());
 
 /// `n` tokens per type, ids from 1, expiring one second apart across the four types; about
 /// 78 % of them expired at [`suite::t0`].
@@ -133,17 +104,13 @@ async fn two_instances_delete_each_expired_token_once() {
         .cloned()
         .collect();
     seeder.insert_tokens(&tokens).await.unwrap();
-    let pairs = [(100, 100), (50, 700), (1000, 130), (10, 10), (7, 13)];
-    for (sweep, (size_a, size_b)) in [SweepMode::Never, SweepMode::Always]
-        .into_iter()
-        .flat_map(|sweep| pairs.map(|pair| (sweep, pair)))
-    {
+    for (size_a, size_b) in [(100, 100), (50, 700), (1000, 130), (10, 10), (7, 13)] {
         // Each instance keeps its run records apart, so that the engine's check for an
         // overlapping run elsewhere (a convenience, racy by nature) cannot serialize
         // them: the store alone must keep them apart.
-        let a = service_without_retries(store_with(strict_pool().await, &schema, sweep).await)
+        let a = service_without_retries(store_in(strict_pool().await, &schema).await)
             .with_private_runs();
-        let b = service_without_retries(store_with(strict_pool().await, &schema, sweep).await)
+        let b = service_without_retries(store_in(strict_pool().await, &schema).await)
             .with_private_runs();
         let (ra, rb) = tokio::join!(
             a.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(size_a)),
@@ -151,7 +118,7 @@ async fn two_instances_delete_each_expired_token_once() {
         );
         let (ra, rb) = (ra.expect("instance a"), rb.expect("instance b"));
         println!(
-            "{sweep:?}: a deleted {}, b deleted {}",
+            "a deleted {}, b deleted {}",
             ra.total_cleaned, rb.total_cleaned
         );
         assert_eq!(
@@ -313,16 +280,11 @@ async fn kill_sleeping_backend(admin: &PgPool, application_name: &str) {
 /// token is deleted, and the next run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connection_is_retried_or_recorded_as_failed() {
-    for (sweep, retries) in [
-        (SweepMode::Never, true),
-        (SweepMode::Never, false),
-        (SweepMode::Always, true),
-        (SweepMode::Always, false),
-    ] {
+    for retries in [true, false] {
         let admin = server::pool("token-cleanup-test", 2).await;
         let schema = server::fresh_schema(&admin).await;
         let app = format!("token-cleanup-kill-{schema}");
-        let store = store_with(server::pool(&app, 2).await, &schema, sweep).await;
+        let store = store_in(server::pool(&app, 2).await, &schema).await;
         let tokens = time_ordered(1000);
         store.insert_tokens(&tokens).await.unwrap();
         // The 7th batch of 100 (ids grow with expiry, every 4th id is an invite).
@@ -383,15 +345,9 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
 /// rolls back, and fails the run with a timeout error.
 #[tokio::test]
 async fn batch_timeout_cancels_a_slow_batch() {
-    for sweep in [SweepMode::Never, SweepMode::Always] {
-        batch_timeout_cancels_a_slow_batch_with(sweep).await;
-    }
-}
-
-async fn batch_timeout_cancels_a_slow_batch_with(sweep: SweepMode) {
     let admin = server::pool("token-cleanup-test", 2).await;
     let schema = server::fresh_schema(&admin).await;
-    let store = store_with(server::pool("token-cleanup-test", 2).await, &schema, sweep).await;
+    let store = store_in(server::pool("token-cleanup-test", 2).await, &schema).await;
     let store = Arc::new(
         Arc::try_unwrap(store)
             .unwrap()
@@ -475,53 +431,11 @@ async fn assert_index_plans(store: &PostgresStore) {
     }
 }
 
-/// A sweep batch is a TID range scan for the probe and for the delete: no sequential
-/// scan, no index, whatever the table holds.
-#[tokio::test]
-async fn sweep_plan_is_a_tid_range_scan() {
-    let store = fresh_with(SweepMode::Always).await;
-    store.insert_tokens(&time_ordered(5_000)).await.unwrap();
-    let table = format!("\"{}\".auth_tokens", store.table().schema().unwrap());
-    store
-        .pool()
-        .execute(AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
-        .await
-        .unwrap();
-    let filters: Vec<BatchFilter> = [EMAIL_VERIFICATION, INVITE]
-        .into_iter()
-        .map(|t| {
-            BatchFilter::new(
-                t,
-                Criterion::Expired {
-                    before: suite::t0(),
-                },
-            )
-        })
-        .collect();
-    let sweep = store.plan_sweep(&filters).await.unwrap().expect("a sweep");
-    let plan = store.explain_sweep_batch(&sweep, 1000).await.unwrap();
-    println!("{plan}");
-    assert_eq!(plan.matches("Tid Range Scan").count(), 2, "{plan}");
-    assert!(!plan.contains("Seq Scan"), "{plan}");
-    assert!(!plan.contains("Index"), "{plan}");
-}
-
-/// Token types are bound (type by type) or dollar-quoted with a tag they do not contain
-/// (sweeps), never spliced: a hostile type is just a string.
+/// Token types are bound, never spliced: a hostile type is just a string.
 #[tokio::test]
 async fn hostile_token_types_are_bound_parameters() {
-    for sweep in [SweepMode::Never, SweepMode::Always] {
-        for hostile in [
-            "x'); DROP TABLE auth_tokens; --",
-            "$tc0$); DROP TABLE auth_tokens; --$tc0$",
-        ] {
-            hostile_token_type_is_just_a_string(sweep, hostile).await;
-        }
-    }
-}
-
-async fn hostile_token_type_is_just_a_string(sweep: SweepMode, hostile: &str) {
-    let store = fresh_with(sweep).await;
+    let store = fresh().await;
+    let hostile = "x'); DROP TABLE auth_tokens; --";
     let tokens = vec![
         Token::new(1, hostile, suite::t0() - TimeDelta::hours(1)),
         Token::new(2, hostile, suite::t0() + TimeDelta::hours(1)),
