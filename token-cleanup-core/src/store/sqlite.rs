@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_query::{ColumnDef, SqliteQueryBuilder, Value};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, Row, SqlitePool};
 
 use super::sql::{
     QuotedNames, Statements, TimeEncoding, decode_type_counts, parse_sqlite_time, sweep_pays,
@@ -28,11 +28,13 @@ const STORE: &str = "sqlite";
 ///
 /// When at least a fifth of the table is expired ([`SweepMode::Auto`]), the expired
 /// tokens of every requested type go in one [sweep](crate::TokenStore::plan_sweep) in
-/// rowid order. Each batch is a `BEGIN IMMEDIATE` transaction with two statements on the
-/// table's own b-tree (`NOT INDEXED`): a probe for the rowid of the `n`-th expired row
-/// after the previous batch, then a `DELETE` of the expired rows up to it. The rows go in
-/// the order a single `DELETE` would visit them, each page is written by one batch, and
-/// no row is looked up twice through an index.
+/// rowid order. Each batch is two statements on the table's own b-tree (`NOT INDEXED`): a
+/// read that finds the rowid of the `n`-th expired row after the previous batch and counts
+/// the rows per type, then, in a `BEGIN IMMEDIATE` transaction, a `DELETE` of the expired
+/// rows up to it, committed only if it deleted exactly the rows the read counted (else it
+/// rolls back and the batch is retried). The rows go in the order a single `DELETE`
+/// would visit them, each page is written by one batch, no row is looked up through an
+/// index, and the write lock is free while the next batch's read runs.
 ///
 /// Otherwise (and for used tokens) each batch is one `DELETE .. WHERE id IN (SELECT id ..
 /// ORDER BY expires_at LIMIT n)` per type, through the `(type, expires_at)` index. Either
@@ -268,13 +270,15 @@ impl TokenStore for SqliteStore {
             args.extend(limit.map(Value::from));
             sqlx::query_with(AssertSqlSafe(sql), SqlxValues(sea_query::Values(args)))
         };
-        let mut tx = self
+        // The probe reads outside the write transaction: a writer waiting for the lock
+        // gets in while it runs, as it does while a type-by-type batch finds its rows.
+        let mut conn = self
             .pool
-            .begin_with("BEGIN IMMEDIATE")
+            .acquire()
             .await
-            .map_err(err("begin a sweep batch"))?;
+            .map_err(err("find a sweep batch"))?;
         let rows = bind(probe, sweep.end, Some(limit))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(err("find a sweep batch"))?;
         let mut deleted = Vec::with_capacity(rows.len());
@@ -288,21 +292,25 @@ impl TokenStore for SqliteStore {
         }
         let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
         let Some(hi) = hi else {
-            tx.commit().await.map_err(err("commit a sweep batch"))?;
             return Ok(SweepOutcome {
                 deleted,
                 position: sweep.end,
                 done: true,
             });
         };
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("begin a sweep batch"))?;
         let removed = bind(delete, hi, None)
             .execute(&mut *tx)
             .await
             .map_err(err("delete a sweep batch"))?
             .rows_affected();
         if removed != counted {
-            // Nothing else writes inside an immediate transaction; refuse rather than
-            // report counts that differ from what left the table. Dropping `tx` rolls back.
+            // The host changed rows of the range after the probe (an expiry moved, a
+            // token deleted): refuse rather than report counts that differ from what left
+            // the table. Dropping `tx` rolls back; the engine retries the batch.
             return Err(Error::store(
                 STORE,
                 "delete a sweep batch",
