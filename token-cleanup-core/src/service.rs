@@ -17,7 +17,9 @@ use crate::policy::{GracePolicy, RetryPolicy};
 use crate::report::{CleanupReport, StopReason};
 use crate::request::{CleanupRequest, MAX_BATCH_SIZE, TokenTypes};
 use crate::run::{RunQuery, RunRecord, RunStatus};
-use crate::store::{BatchFilter, BatchOutcome, Criterion, RunStore, SweepOutcome, TokenStore};
+use crate::store::{
+    BatchFilter, BatchOutcome, Criterion, RunStore, Sweep, SweepOutcome, TokenStore,
+};
 use crate::{AUDIT_TARGET, metrics as m};
 
 /// A running run is considered abandoned (its instance died) when its record was not
@@ -612,28 +614,13 @@ impl TokenCleanupService {
             started,
             last_save: Instant::now(),
             remaining: request.max_rows,
-        };
-        let stop_reason = |pacer: &Pacer| {
-            if cancel.is_cancelled()
-                || local_cancel.is_cancelled()
-                || self.inner.shutdown.is_cancelled()
-            {
-                Some(StopReason::Cancelled)
-            } else if request
-                .max_duration
-                .is_some_and(|max| started.elapsed() >= max)
-            {
-                Some(StopReason::MaxDuration)
-            } else if pacer.remaining == Some(0) {
-                Some(StopReason::MaxRows)
-            } else {
-                None
-            }
-        };
-        let limit = |pacer: &Pacer| {
-            pacer.remaining.map_or(request.batch_size, |r| {
-                r.min(request.batch_size as u64) as u32
-            })
+            max_duration: request.max_duration,
+            batch_size: request.batch_size,
+            cancelled: Box::new(|| {
+                cancel.is_cancelled()
+                    || local_cancel.is_cancelled()
+                    || self.inner.shutdown.is_cancelled()
+            }),
         };
         let expired = |token_type: &String| Criterion::Expired {
             before: plan.cutoffs[token_type],
@@ -657,40 +644,15 @@ impl TokenCleanupService {
                 }
             };
             let swept = sweep.is_some();
-            if let Some(mut sweep) = sweep {
-                let label = plan.types.join(",");
-                debug!(token_types = %label, "sweeping the table for expired tokens");
-                loop {
-                    if let Some(stop) = stop_reason(&pacer) {
+            if let Some(sweep) = sweep {
+                debug!(token_types = %plan.types.join(","), "sweeping the table for expired tokens");
+                match self.drain(record, &mut pacer, Cursor::Sweep(sweep)).await {
+                    Ok(None) => {}
+                    Ok(Some(stop)) => {
                         record.progress.stopped = Some(stop);
                         break 'run Ok(());
                     }
-                    let limit = limit(&pacer);
-                    let batch_started = Instant::now();
-                    let result = self
-                        .with_retry(record, &label, limit, SweepOutcome::total, || {
-                            self.inner.store.sweep_batch(&sweep, limit)
-                        })
-                        .await;
-                    let batch = match result {
-                        Ok(batch) => batch,
-                        Err((attempts, source)) => {
-                            break 'run Err(failed(record, &label, attempts, source));
-                        }
-                    };
-                    sweep.position = batch.position;
-                    self.after_batch(
-                        record,
-                        &mut pacer,
-                        &label,
-                        &batch.deleted,
-                        batch_started.elapsed(),
-                    )
-                    .await;
-                    if batch.done {
-                        break;
-                    }
-                    self.pause().await;
+                    Err(e) => break 'run Err(e),
                 }
             }
             for token_type in &plan.types {
@@ -705,7 +667,7 @@ impl TokenCleanupService {
                     });
                 }
                 for criterion in criteria {
-                    let mut filter = BatchFilter::new(token_type.clone(), criterion);
+                    let filter = BatchFilter::new(token_type.clone(), criterion);
                     if request.dry_run {
                         let n = match self.inner.store.count(&filter).await {
                             Ok(n) => n,
@@ -718,42 +680,13 @@ impl TokenCleanupService {
                         }
                         continue;
                     }
-                    loop {
-                        if let Some(stop) = stop_reason(&pacer) {
+                    match self.drain(record, &mut pacer, Cursor::Type(filter)).await {
+                        Ok(None) => {}
+                        Ok(Some(stop)) => {
                             record.progress.stopped = Some(stop);
                             break 'run Ok(());
                         }
-                        let limit = limit(&pacer);
-                        let batch_started = Instant::now();
-                        let result = self
-                            .with_retry(
-                                record,
-                                token_type,
-                                limit,
-                                |o: &BatchOutcome| o.deleted,
-                                || self.inner.store.delete_batch(&filter, limit),
-                            )
-                            .await;
-                        let batch = match result {
-                            Ok(batch) => batch,
-                            Err((attempts, source)) => {
-                                break 'run Err(failed(record, token_type, attempts, source));
-                            }
-                        };
-                        filter.resume_from = batch.resume_from.or(filter.resume_from);
-                        let deleted = [(token_type.clone(), batch.deleted)];
-                        self.after_batch(
-                            record,
-                            &mut pacer,
-                            token_type,
-                            &deleted,
-                            batch_started.elapsed(),
-                        )
-                        .await;
-                        if batch.deleted < limit as u64 && !batch.more {
-                            break;
-                        }
-                        self.pause().await;
+                        Err(e) => break 'run Err(e),
                     }
                 }
             }
@@ -775,12 +708,60 @@ impl TokenCleanupService {
         outcome.map_err(|e| with_final_progress(e, &record.progress))
     }
 
+    /// Runs batches from `cursor` until it is exhausted (`Ok(None)`), the run must stop
+    /// at this batch boundary (`Ok(Some(reason))`), or a batch fails for good.
+    async fn drain(
+        &self,
+        record: &mut RunRecord,
+        pacer: &mut Pacer<'_>,
+        mut cursor: Cursor,
+    ) -> Result<Option<StopReason>> {
+        let label = cursor.label();
+        loop {
+            if let Some(stop) = pacer.stop_reason() {
+                return Ok(Some(stop));
+            }
+            let limit = pacer.limit();
+            let batch_started = Instant::now();
+            let result = self
+                .with_retry(record, &label, limit, Step::total, || {
+                    self.step(&cursor, limit)
+                })
+                .await;
+            let step =
+                result.map_err(|(attempts, source)| failed(record, &label, attempts, source))?;
+            self.after_batch(
+                record,
+                pacer,
+                &label,
+                &step.deleted(),
+                batch_started.elapsed(),
+            )
+            .await;
+            if cursor.advance(&step, limit) {
+                return Ok(None);
+            }
+            self.pause().await;
+        }
+    }
+
+    /// One batch from `cursor`'s current position.
+    async fn step(&self, cursor: &Cursor, limit: u32) -> Result<Step> {
+        Ok(match cursor {
+            Cursor::Sweep(sweep) => Step::Sweep(self.inner.store.sweep_batch(sweep, limit).await?),
+            Cursor::Type(filter) => Step::Type(
+                filter.token_type.clone(),
+                self.inner.store.delete_batch(filter, limit).await?,
+            ),
+        })
+    }
+
     /// Books a committed batch: counts, metrics, the row budget, and the run record
     /// every progress interval.
     async fn after_batch(
         &self,
         record: &mut RunRecord,
-        pacer: &mut Pacer,
+        pacer: &mut Pacer<'_>,
         label: &str,
         deleted: &[(String, u64)],
         took: Duration,
@@ -926,11 +907,99 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Puts the final progress (duration, finish time) into a `RunFailed` error.
-/// Where a run stands against its row budget and its progress saves.
-struct Pacer {
+/// Where a run stands against its limits (rows, duration, cancellation) and its
+/// progress saves.
+struct Pacer<'a> {
     started: Instant,
     last_save: Instant,
     remaining: Option<u64>,
+    max_duration: Option<Duration>,
+    batch_size: u32,
+    cancelled: Box<dyn Fn() -> bool + Send + Sync + 'a>,
+}
+
+impl Pacer<'_> {
+    /// Why the run must stop before its next batch, if it must.
+    fn stop_reason(&self) -> Option<StopReason> {
+        if (self.cancelled)() {
+            Some(StopReason::Cancelled)
+        } else if self
+            .max_duration
+            .is_some_and(|max| self.started.elapsed() >= max)
+        {
+            Some(StopReason::MaxDuration)
+        } else if self.remaining == Some(0) {
+            Some(StopReason::MaxRows)
+        } else {
+            None
+        }
+    }
+
+    /// The next batch's size: the batch size, or what is left of `max_rows`.
+    fn limit(&self) -> u32 {
+        self.remaining.map_or(self.batch_size, |r| {
+            r.min(u64::from(self.batch_size)) as u32
+        })
+    }
+}
+
+/// Where a pass of a run stands: a sweep through the table, or one type and criterion.
+enum Cursor {
+    Sweep(Sweep),
+    Type(BatchFilter),
+}
+
+impl Cursor {
+    /// The batches' `token_type` label: the type, or a sweep's types joined by commas.
+    fn label(&self) -> String {
+        match self {
+            Cursor::Sweep(sweep) => sweep
+                .filters
+                .iter()
+                .map(|f| f.token_type.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            Cursor::Type(filter) => filter.token_type.clone(),
+        }
+    }
+
+    /// Moves past a committed batch of at most `limit` rows; `true` when nothing is left.
+    fn advance(&mut self, step: &Step, limit: u32) -> bool {
+        match (self, step) {
+            (Cursor::Sweep(sweep), Step::Sweep(outcome)) => {
+                sweep.position = outcome.position;
+                outcome.done
+            }
+            (Cursor::Type(filter), Step::Type(_, outcome)) => {
+                filter.resume_from = outcome.resume_from.or(filter.resume_from);
+                outcome.deleted < u64::from(limit) && !outcome.more
+            }
+            _ => unreachable!("a step comes from its own cursor"),
+        }
+    }
+}
+
+/// What one committed batch did.
+enum Step {
+    Sweep(SweepOutcome),
+    Type(String, BatchOutcome),
+}
+
+impl Step {
+    /// Rows deleted per type.
+    fn deleted(&self) -> Vec<(String, u64)> {
+        match self {
+            Step::Sweep(outcome) => outcome.deleted.clone(),
+            Step::Type(token_type, outcome) => vec![(token_type.clone(), outcome.deleted)],
+        }
+    }
+
+    fn total(&self) -> u64 {
+        match self {
+            Step::Sweep(outcome) => outcome.total(),
+            Step::Type(_, outcome) => outcome.deleted,
+        }
+    }
 }
 
 /// Records a batch that failed for good on the run and wraps the error.
