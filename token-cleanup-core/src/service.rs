@@ -646,13 +646,9 @@ impl TokenCleanupService {
             let swept = sweep.is_some();
             if let Some(sweep) = sweep {
                 debug!(token_types = %plan.types.join(","), "sweeping the table for expired tokens");
-                match self.drain(record, &mut pacer, Cursor::Sweep(sweep)).await {
-                    Ok(None) => {}
-                    Ok(Some(stop)) => {
-                        record.progress.stopped = Some(stop);
-                        break 'run Ok(());
-                    }
-                    Err(e) => break 'run Err(e),
+                let drained = self.drain(record, &mut pacer, Cursor::Sweep(sweep)).await;
+                if let Some(end) = run_ends(record, drained) {
+                    break 'run end;
                 }
             }
             for token_type in &plan.types {
@@ -680,13 +676,9 @@ impl TokenCleanupService {
                         }
                         continue;
                     }
-                    match self.drain(record, &mut pacer, Cursor::Type(filter)).await {
-                        Ok(None) => {}
-                        Ok(Some(stop)) => {
-                            record.progress.stopped = Some(stop);
-                            break 'run Ok(());
-                        }
-                        Err(e) => break 'run Err(e),
+                    let drained = self.drain(record, &mut pacer, Cursor::Type(filter)).await;
+                    if let Some(end) = run_ends(record, drained) {
+                        break 'run end;
                     }
                 }
             }
@@ -999,6 +991,19 @@ impl Step {
             Step::Sweep(outcome) => outcome.total(),
             Step::Type(_, outcome) => outcome.deleted,
         }
+    }
+}
+
+/// How a drained pass ends the run: not at all (`None`: go on), stopped at a batch
+/// boundary (recorded), or failed.
+fn run_ends(record: &mut RunRecord, drained: Result<Option<StopReason>>) -> Option<Result<()>> {
+    match drained {
+        Ok(None) => None,
+        Ok(Some(stop)) => {
+            record.progress.stopped = Some(stop);
+            Some(Ok(()))
+        }
+        Err(e) => Some(Err(e)),
     }
 }
 
