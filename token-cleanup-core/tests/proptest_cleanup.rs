@@ -1,6 +1,6 @@
 //! Property: for random token sets, types, cutoffs and batch sizes, a run removes exactly
 //! the expired tokens of the chosen types, on the memory store and on SQLite (in every
-//! time representation).
+//! time representation, sweeping or type by type).
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use sqlx::sqlite::SqlitePoolOptions;
 use token_cleanup_core::test_util::suite::exactly_expired_of_chosen_types_go;
-use token_cleanup_core::{MemoryStore, SqliteStore, TimeFormat, Token, TokenStore, TokenTable};
+use token_cleanup_core::{
+    MemoryStore, SqliteStore, SweepMode, TimeFormat, Token, TokenStore, TokenTable,
+};
 
 const TYPES: [&str; 5] = [
     "email_verification",
@@ -70,14 +72,14 @@ fn case() -> impl Strategy<Value = (Vec<Token>, Vec<String>, DateTime<Utc>, u32,
         })
 }
 
-async fn sqlite(format: TimeFormat) -> Arc<SqliteStore> {
+async fn sqlite(format: TimeFormat, sweep: SweepMode) -> Arc<SqliteStore> {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect("sqlite::memory:")
         .await
         .unwrap();
     let table = TokenTable::builder().time_format(format).build().unwrap();
-    let store = Arc::new(SqliteStore::new(pool, table));
+    let store = Arc::new(SqliteStore::new(pool, table).sweep(sweep));
     store.migrate().await.unwrap();
     store
 }
@@ -100,7 +102,10 @@ proptest! {
     }
 
     #[test]
-    fn sqlite_store_removes_exactly_the_expired((tokens, types, cutoff, batch, format) in case()) {
+    fn sqlite_store_removes_exactly_the_expired(
+        (tokens, types, cutoff, batch, format) in case(),
+        sweep in prop_oneof![Just(SweepMode::Always), Just(SweepMode::Never), Just(SweepMode::Auto)],
+    ) {
         let format = [
             TimeFormat::Rfc3339Text,
             TimeFormat::SqliteDatetimeText,
@@ -108,7 +113,8 @@ proptest! {
             TimeFormat::UnixMillis,
         ][format];
         runtime().block_on(async {
-            exactly_expired_of_chosen_types_go(sqlite(format).await, tokens, types, cutoff, batch).await
+            let store = sqlite(format, sweep).await;
+            exactly_expired_of_chosen_types_go(store, tokens, types, cutoff, batch).await
         });
     }
 }
