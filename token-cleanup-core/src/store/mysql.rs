@@ -222,8 +222,7 @@ impl MySqlStore {
         let mut deleted = Vec::with_capacity(rows.len());
         let mut hi = None;
         for row in &rows {
-            let decode = err("decode a sweep batch");
-            let token_type: String = row.try_get(0).map_err(decode)?;
+            let token_type: String = row.try_get(0).map_err(err("decode a sweep batch"))?;
             let n: i64 = row.try_get(1).map_err(err("decode a sweep batch"))?;
             let last: i64 = row.try_get(2).map_err(err("decode a sweep batch"))?;
             deleted.push((token_type, n.max(0) as u64));
