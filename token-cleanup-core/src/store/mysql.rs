@@ -11,7 +11,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::OnceCell;
 
 use super::sql::{
-    QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32, index_name, sweep_pays,
+    QuotedNames, Statements, SweepProbe, TimeEncoding, decode_type_counts, fnv1a32, index_name,
+    sweep_args, sweep_pays,
 };
 use super::{
     BatchFilter, BatchOutcome, Criterion, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts,
@@ -192,6 +193,33 @@ impl MySqlStore {
         (probe, delete, values)
     }
 
+    /// Takes each of `locks` (`GET_LOCK`, without waiting) on `conn`; returns the ones it
+    /// got.
+    async fn take_locks<'a>(
+        &self,
+        conn: &mut sqlx::MySqlConnection,
+        locks: &'a [String],
+    ) -> Result<Vec<&'a String>> {
+        let sql = format!(
+            "SELECT {}",
+            vec!["GET_LOCK(?, 0) = 1"; locks.len()].join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for lock in locks {
+            query = query.bind(lock);
+        }
+        let row = query
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.batch_error(e))?;
+        Ok(locks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| row.try_get::<Option<bool>, _>(*i).ok().flatten() == Some(true))
+            .map(|(_, lock)| lock)
+            .collect())
+    }
+
     /// Probe and delete of one sweep batch in a `READ COMMITTED` transaction, on the
     /// connection that holds every swept type's lock.
     async fn locked_sweep(
@@ -202,12 +230,6 @@ impl MySqlStore {
         mariadb: bool,
     ) -> Result<SweepOutcome> {
         let (probe, delete, values) = self.sweep_sql(sweep, mariadb);
-        let bind = |sql: String, hi: i64, limit: Option<u32>| {
-            let mut args = vec![Value::from(sweep.position), Value::from(hi)];
-            args.extend(values.iter().cloned());
-            args.extend(limit.map(Value::from));
-            sqlx::query_with(AssertSqlSafe(sql), SqlxValues(sea_query::Values(args)))
-        };
         sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .execute(&mut *conn)
             .await
@@ -215,49 +237,31 @@ impl MySqlStore {
         let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(|e| self.batch_error(e))?;
-        let rows = bind(probe, sweep.end, Some(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.batch_error(e))?;
-        let mut deleted = Vec::with_capacity(rows.len());
-        let mut hi = None;
-        for row in &rows {
-            let token_type: String = row.try_get(0).map_err(err("decode a sweep batch"))?;
-            let n: i64 = row.try_get(1).map_err(err("decode a sweep batch"))?;
-            let last: i64 = row.try_get(2).map_err(err("decode a sweep batch"))?;
-            deleted.push((token_type, n.max(0) as u64));
-            hi = hi.max(Some(last));
-        }
-        let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
-        let Some(hi) = hi else {
+        let rows = sqlx::query_as_with(
+            AssertSqlSafe(probe),
+            SqlxValues(sweep_args(sweep, sweep.end, &values, Some(limit))),
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.batch_error(e))?;
+        let found = SweepProbe::new(rows);
+        let Some(hi) = found.hi else {
             tx.commit().await.map_err(|e| self.batch_error(e))?;
-            return Ok(SweepOutcome {
-                deleted,
-                position: sweep.end,
-                done: true,
-            });
+            return Ok(SweepProbe::finished(sweep));
         };
-        let removed = bind(delete, hi, None)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.batch_error(e))?
-            .rows_affected();
-        if removed != counted {
-            // The host changed rows of the range between the probe and the delete: roll
-            // back rather than report counts that differ from what left the table.
-            tx.rollback().await.map_err(|e| self.batch_error(e))?;
-            return Err(Error::store(
-                STORE,
-                "delete a sweep batch",
-                format!("deleted {removed} rows where the probe counted {counted}; rolled back"),
-            ));
-        }
+        let removed = sqlx::query_with(
+            AssertSqlSafe(delete),
+            SqlxValues(sweep_args(sweep, hi, &values, None)),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.batch_error(e))?
+        .rows_affected();
+        // A mismatch means the host changed rows of the range between the probe and the
+        // delete; dropping `tx` rolls back and the engine retries.
+        let outcome = found.outcome(STORE, sweep, hi, removed, limit)?;
         tx.commit().await.map_err(|e| self.batch_error(e))?;
-        Ok(SweepOutcome {
-            deleted,
-            position: hi,
-            done: counted < u64::from(limit) || hi >= sweep.end,
-        })
+        Ok(outcome)
     }
 
     async fn is_mariadb(&self) -> Result<bool> {
@@ -442,12 +446,9 @@ impl MySqlStore {
         let (probe, delete, values) = self.sweep_sql(sweep, false);
         let mut out = Vec::new();
         for (sql, limit) in [(probe, Some(limit)), (delete, None)] {
-            let mut args = vec![Value::from(sweep.position), Value::from(sweep.end)];
-            args.extend(values.iter().cloned());
-            args.extend(limit.map(Value::from));
             let rows = sqlx::query_with(
                 AssertSqlSafe(format!("EXPLAIN {sql}")),
-                SqlxValues(sea_query::Values(args)),
+                SqlxValues(sweep_args(sweep, sweep.end, &values, limit)),
             )
             .fetch_all(&self.pool)
             .await
@@ -546,6 +547,22 @@ fn render_cell(row: &MySqlRow, i: usize) -> String {
         );
     }
     "?".into()
+}
+
+/// Releases `held` on `conn` and returns it to the pool. A connection whose release fails
+/// is closed instead (closing releases its locks): it never goes back holding one.
+async fn release_locks(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, held: &[&String]) {
+    if held.is_empty() {
+        return;
+    }
+    let sql = format!("SELECT {}", vec!["RELEASE_LOCK(?)"; held.len()].join(", "));
+    let mut release = sqlx::query(AssertSqlSafe(sql));
+    for lock in held {
+        release = release.bind(*lock);
+    }
+    if release.execute(&mut *conn).await.is_err() {
+        let _ = conn.close().await;
+    }
 }
 
 #[async_trait]
@@ -648,26 +665,15 @@ impl TokenStore for MySqlStore {
 
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let mariadb = self.is_mariadb().await?;
-        let lock = self.lock_name(filter);
+        let locks = [self.lock_name(filter)];
         let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
-        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-            .bind(&lock)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| self.batch_error(e))?;
-        if locked != Some(1) {
-            return Ok(BatchOutcome::left_to_other_instance(filter));
-        }
-        let outcome = self.locked_batch(&mut conn, filter, limit, mariadb).await;
-        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await;
-        if released.is_err() {
-            // Never hand a connection that may still hold the lock back to the pool:
-            // closing it releases the lock.
-            let _ = conn.close().await;
-        }
+        let held = self.take_locks(&mut conn, &locks).await?;
+        let outcome = if held.len() == locks.len() {
+            self.locked_batch(&mut conn, filter, limit, mariadb).await
+        } else {
+            Ok(BatchOutcome::left_to_other_instance(filter))
+        };
+        release_locks(conn, &held).await;
         outcome
     }
 
@@ -716,24 +722,7 @@ impl TokenStore for MySqlStore {
         let mariadb = self.is_mariadb().await?;
         let locks: Vec<String> = sweep.filters.iter().map(|f| self.lock_name(f)).collect();
         let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
-        let sql = format!(
-            "SELECT {}",
-            vec!["GET_LOCK(?, 0) = 1"; locks.len()].join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for lock in &locks {
-            query = query.bind(lock);
-        }
-        let row = query
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| self.batch_error(e))?;
-        let held: Vec<&String> = locks
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| row.try_get::<Option<bool>, _>(*i).ok().flatten() == Some(true))
-            .map(|(_, lock)| lock)
-            .collect();
+        let held = self.take_locks(&mut conn, &locks).await?;
         let outcome = if held.len() == locks.len() {
             self.locked_sweep(&mut conn, sweep, limit, mariadb).await
         } else {
@@ -744,18 +733,7 @@ impl TokenStore for MySqlStore {
                 done: true,
             })
         };
-        if !held.is_empty() {
-            let sql = format!("SELECT {}", vec!["RELEASE_LOCK(?)"; held.len()].join(", "));
-            let mut release = sqlx::query(AssertSqlSafe(sql));
-            for lock in held {
-                release = release.bind(lock);
-            }
-            if release.execute(&mut *conn).await.is_err() {
-                // Never hand a connection that may still hold a lock back to the pool:
-                // closing it releases its locks.
-                let _ = conn.close().await;
-            }
-        }
+        release_locks(conn, &held).await;
         outcome
     }
 

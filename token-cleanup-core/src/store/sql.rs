@@ -17,10 +17,10 @@ use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use sea_query::{
     ColumnDef, Condition, DeleteStatement, Expr, ExprTrait, Func, Index, IndexCreateStatement,
     InsertStatement, OnConflict, Order, Query, SelectStatement, Table, TableCreateStatement,
-    TableName, UpdateStatement, Value,
+    TableName, UpdateStatement, Value, Values,
 };
 
-use super::{BatchFilter, Criterion, SweepMode};
+use super::{BatchFilter, Criterion, Sweep, SweepMode, SweepOutcome};
 use crate::run::{RunQuery, RunRecord};
 use crate::table::{Ident, TimeFormat, TokenTable};
 
@@ -568,6 +568,76 @@ impl Statements {
                 sea_query::Alias::new("capped"),
             )
             .to_owned()
+    }
+}
+
+/// The values of a sweep statement: the key range `(sweep.position, hi]`, the condition's
+/// `values`, then the probe's `limit`.
+pub(crate) fn sweep_args(sweep: &Sweep, hi: i64, values: &[Value], limit: Option<u32>) -> Values {
+    let mut args = vec![Value::from(sweep.position), Value::from(hi)];
+    args.extend(values.iter().cloned());
+    args.extend(limit.map(Value::from));
+    Values(args)
+}
+
+/// What a sweep probe found: rows `(type, count, last key)`, one per type.
+pub(crate) struct SweepProbe {
+    deleted: Vec<(String, u64)>,
+    counted: u64,
+    /// The last key of the batch; `None` when nothing is left to delete.
+    pub(crate) hi: Option<i64>,
+}
+
+impl SweepProbe {
+    pub(crate) fn new(rows: Vec<(String, i64, i64)>) -> Self {
+        let hi = rows.iter().map(|(_, _, last)| *last).max();
+        let deleted: Vec<(String, u64)> = rows
+            .into_iter()
+            .map(|(token_type, n, _)| (token_type, u64::try_from(n).unwrap_or(0)))
+            .collect();
+        let counted = deleted.iter().map(|(_, n)| n).sum();
+        Self {
+            deleted,
+            counted,
+            hi,
+        }
+    }
+
+    /// The outcome of a batch whose `DELETE` removed `removed` rows up to `hi`, or an error
+    /// (the caller rolls back) when that is not what the probe counted: reported counts
+    /// are always what left the table.
+    pub(crate) fn outcome(
+        self,
+        store: &'static str,
+        sweep: &Sweep,
+        hi: i64,
+        removed: u64,
+        limit: u32,
+    ) -> crate::Result<SweepOutcome> {
+        if removed != self.counted {
+            return Err(crate::Error::store(
+                store,
+                "delete a sweep batch",
+                format!(
+                    "deleted {removed} rows where the probe counted {}; rolled back",
+                    self.counted
+                ),
+            ));
+        }
+        Ok(SweepOutcome {
+            done: self.counted < u64::from(limit) || hi >= sweep.end,
+            deleted: self.deleted,
+            position: hi,
+        })
+    }
+
+    /// The outcome when the probe found nothing: the sweep is done.
+    pub(crate) fn finished(sweep: &Sweep) -> SweepOutcome {
+        SweepOutcome {
+            deleted: Vec::new(),
+            position: sweep.end,
+            done: true,
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Connection, Row, SqlitePool};
 
 use super::sql::{
-    QuotedNames, Statements, TimeEncoding, decode_type_counts, parse_sqlite_time, sweep_pays,
+    QuotedNames, Statements, SweepProbe, TimeEncoding, decode_type_counts, parse_sqlite_time,
+    sweep_args, sweep_pays,
 };
 use super::{BatchFilter, BatchOutcome, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
@@ -264,12 +265,6 @@ impl TokenStore for SqliteStore {
 
     async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
         let (probe, delete, values) = self.sweep_sql(sweep);
-        let bind = |sql: String, hi: i64, limit: Option<u32>| {
-            let mut args = vec![Value::from(sweep.position), Value::from(hi)];
-            args.extend(values.iter().cloned());
-            args.extend(limit.map(Value::from));
-            sqlx::query_with(AssertSqlSafe(sql), SqlxValues(sea_query::Values(args)))
-        };
         // The probe reads outside the write transaction: a writer waiting for the lock
         // gets in while it runs, as it does while a type-by-type batch finds its rows.
         let mut conn = self
@@ -277,52 +272,34 @@ impl TokenStore for SqliteStore {
             .acquire()
             .await
             .map_err(err("find a sweep batch"))?;
-        let rows = bind(probe, sweep.end, Some(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(err("find a sweep batch"))?;
-        let mut deleted = Vec::with_capacity(rows.len());
-        let mut hi = None;
-        for row in &rows {
-            let token_type: String = row.try_get(0).map_err(err("find a sweep batch"))?;
-            let n: i64 = row.try_get(1).map_err(err("find a sweep batch"))?;
-            let last: i64 = row.try_get(2).map_err(err("find a sweep batch"))?;
-            deleted.push((token_type, n as u64));
-            hi = hi.max(Some(last));
-        }
-        let counted: u64 = deleted.iter().map(|(_, n)| n).sum();
-        let Some(hi) = hi else {
-            return Ok(SweepOutcome {
-                deleted,
-                position: sweep.end,
-                done: true,
-            });
+        let rows = sqlx::query_as_with(
+            AssertSqlSafe(probe),
+            SqlxValues(sweep_args(sweep, sweep.end, &values, Some(limit))),
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err("find a sweep batch"))?;
+        let found = SweepProbe::new(rows);
+        let Some(hi) = found.hi else {
+            return Ok(SweepProbe::finished(sweep));
         };
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("begin a sweep batch"))?;
-        let removed = bind(delete, hi, None)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("delete a sweep batch"))?
-            .rows_affected();
-        if removed != counted {
-            // The host changed rows of the range after the probe (an expiry moved, a
-            // token deleted): refuse rather than report counts that differ from what left
-            // the table. Dropping `tx` rolls back; the engine retries the batch.
-            return Err(Error::store(
-                STORE,
-                "delete a sweep batch",
-                format!("deleted {removed} rows where the probe counted {counted}; rolled back"),
-            ));
-        }
+        let removed = sqlx::query_with(
+            AssertSqlSafe(delete),
+            SqlxValues(sweep_args(sweep, hi, &values, None)),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(err("delete a sweep batch"))?
+        .rows_affected();
+        // A mismatch means the host changed rows of the range after the probe (an expiry
+        // moved, a token deleted); dropping `tx` rolls back and the engine retries.
+        let outcome = found.outcome(STORE, sweep, hi, removed, limit)?;
         tx.commit().await.map_err(err("commit a sweep batch"))?;
-        Ok(SweepOutcome {
-            deleted,
-            position: hi,
-            done: counted < u64::from(limit) || hi >= sweep.end,
-        })
+        Ok(outcome)
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
