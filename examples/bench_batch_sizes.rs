@@ -12,7 +12,9 @@
 //! Variations: `--pause-ms P` (sleep after each batch), `--autocheckpoint PAGES` (the
 //! cleanup connection's `wal_autocheckpoint`), `--shared-pool` (the writer and the cleanup
 //! share one single-connection write pool instead of using two connections), `--sweep
-//! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table).
+//! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table),
+//! `--inline-checkpoints` (the store's background checkpoints off: SQLite checkpoints
+//! inside the commit that fills the log, as it does by default).
 //!
 //! Every run starts from a fresh copy of the same seeded file; runs are interleaved
 //! (single statement, then each batch size, repeated) so that ratios compare like with
@@ -40,6 +42,7 @@ struct Args {
     pause: Duration,
     autocheckpoint: Option<u32>,
     shared_pool: bool,
+    inline_checkpoints: bool,
     sweep: SweepMode,
     child: Option<(PathBuf, u32)>,
 }
@@ -54,6 +57,7 @@ fn parse_args() -> Args {
         pause: Duration::ZERO,
         autocheckpoint: None,
         shared_pool: false,
+        inline_checkpoints: false,
         sweep: SweepMode::Auto,
         child: None,
     };
@@ -80,6 +84,7 @@ fn parse_args() -> Args {
                 args.autocheckpoint = Some(value("--autocheckpoint").parse().expect("pages"))
             }
             "--shared-pool" => args.shared_pool = true,
+            "--inline-checkpoints" => args.inline_checkpoints = true,
             "--sweep" => {
                 args.sweep = match value("--sweep").as_str() {
                     "auto" => SweepMode::Auto,
@@ -135,7 +140,14 @@ async fn measure(args: &Args, template: &Path, work: &Path, batch_size: Option<u
             }
         }
         Some(size) => {
-            let r = support::batched_cleanup_with(&pool, size, args.pause, args.sweep).await;
+            let r = support::batched_cleanup_with(
+                &pool,
+                size,
+                args.pause,
+                args.sweep,
+                !args.inline_checkpoints,
+            )
+            .await;
             Measure {
                 seconds: r.duration.as_secs_f64(),
                 rows: r.total_cleaned,
@@ -258,6 +270,7 @@ async fn main() {
                 "pause_ms": args.pause.as_secs_f64() * 1000.0,
                 "autocheckpoint": args.autocheckpoint,
                 "shared_pool": args.shared_pool,
+                "background_checkpoints": !args.inline_checkpoints,
                 "sweep": format!("{:?}", args.sweep).to_lowercase(),
                 "results": results,
                 "memory": memory,
@@ -268,11 +281,16 @@ async fn main() {
     }
 
     println!(
-        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}; {} inserts every 2 ms{}{}\n",
+        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}, {} checkpoints; {} inserts every 2 ms{}{}\n",
         args.tokens,
         support::EXPIRED_FRACTION * 100.0,
         args.runs,
         args.sweep,
+        if args.inline_checkpoints {
+            "inline"
+        } else {
+            "background"
+        },
         if args.shared_pool {
             "a writer sharing the cleanup's one-connection pool"
         } else {

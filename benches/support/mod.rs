@@ -121,18 +121,23 @@ pub(crate) async fn single_delete(pool: &SqlitePool) -> (u64, Duration) {
 
 /// Our cleanup over every type at `batch_size`.
 pub(crate) async fn batched_cleanup(pool: &SqlitePool, batch_size: u32) -> CleanupReport {
-    batched_cleanup_with(pool, batch_size, Duration::ZERO, SweepMode::Auto).await
+    batched_cleanup_with(pool, batch_size, Duration::ZERO, SweepMode::Auto, true).await
 }
 
 /// Our cleanup over every type at `batch_size`, pausing `pause` after each batch, with
-/// the store's sweep mode `sweep`.
+/// the store's sweep mode `sweep` and its background checkpoints on or off.
 pub(crate) async fn batched_cleanup_with(
     pool: &SqlitePool,
     batch_size: u32,
     pause: Duration,
     sweep: SweepMode,
+    background_checkpoints: bool,
 ) -> CleanupReport {
-    let store = Arc::new(SqliteStore::new(pool.clone(), TokenTable::default()).sweep(sweep));
+    let store = Arc::new(
+        SqliteStore::new(pool.clone(), TokenTable::default())
+            .sweep(sweep)
+            .background_checkpoints(background_checkpoints),
+    );
     let service = TokenCleanupService::builder(store)
         .token_types(token_types::ALL)
         .pause_between_batches(pause)

@@ -185,3 +185,107 @@ async fn rfc3339_with_z_suffix_is_never_deleted_early() {
     // `+`, so such values err towards keeping).
     assert_eq!(left, [2, 3]);
 }
+
+/// The write-ahead log's size after a cleanup of 40,000 expired tokens in batches of 500
+/// on a WAL file whose connections never checkpoint on their own
+/// (`wal_autocheckpoint=0`), with the store's background checkpoints on or off.
+async fn wal_bytes_after_cleanup(background: bool) -> u64 {
+    use chrono::{TimeDelta, Utc};
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use token_cleanup_core::test_util::TestStore;
+    use token_cleanup_core::{CleanupRequest, Token, TokenCleanupService};
+
+    let dir = std::env::temp_dir().join(format!("token-cleanup-wal-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .pragma("wal_autocheckpoint", "0");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = Arc::new(
+        SqliteStore::new(pool.clone(), TokenTable::default())
+            .sweep(SweepMode::Always)
+            .background_checkpoints(background),
+    );
+    store.migrate().await.unwrap();
+    let expired = Utc::now() - TimeDelta::days(1);
+    let tokens: Vec<Token> = (0..40_000)
+        .map(|i| Token::new(i + 1, "invite", expired))
+        .collect();
+    store.insert_tokens(&tokens).await.unwrap();
+    // Start from an empty log: everything so far is in the database file.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let service = TokenCleanupService::builder(store.clone()).build().unwrap();
+    let report = service
+        .cleanup_expired_tokens(CleanupRequest::new(["invite"]).batch_size(500))
+        .await
+        .unwrap();
+    assert_eq!(report.total_cleaned, 40_000);
+    // Let a checkpoint still in flight finish.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    wal
+}
+
+/// With background checkpoints the log is copied back while batches commit, so SQLite
+/// restarts it from the beginning again and again; without them it holds every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_checkpoints_keep_the_log_short() {
+    let with = wal_bytes_after_cleanup(true).await;
+    let without = wal_bytes_after_cleanup(false).await;
+    assert!(without > 0, "the batches wrote to the log");
+    assert!(
+        with * 2 < without,
+        "log after the cleanup: {with} bytes with background checkpoints, {without} without"
+    );
+}
+
+/// A sweep's probe reads a few batches' worth of rowids at a time, yet batches stay full
+/// where expired tokens are sparse (one in ten here), and a long run of live tokens after
+/// the last expired one ends the sweep without deleting any of them.
+#[tokio::test]
+async fn sweep_batches_stay_full_across_probe_windows() {
+    use chrono::TimeDelta;
+    use token_cleanup_core::test_util::{ObservedStore, TestStore, suite};
+    use token_cleanup_core::{CleanupRequest, Token};
+
+    let store = fresh_with(TimeFormat::Rfc3339Text, SweepMode::Always).await;
+    let tokens: Vec<Token> = (1..=5000)
+        .map(|i| {
+            let expires = if i % 10 == 0 && i <= 4000 {
+                suite::t0() - TimeDelta::minutes(i)
+            } else {
+                suite::t0() + TimeDelta::minutes(i)
+            };
+            Token::new(i, "invite", expires)
+        })
+        .collect();
+    store.insert_tokens(&tokens).await.unwrap();
+    let observed = Arc::new(ObservedStore::new(store.clone()));
+    let report = suite::service(observed.clone())
+        .cleanup_expired_tokens(CleanupRequest::new(["invite"]).batch_size(40))
+        .await
+        .unwrap();
+    assert_eq!(report.total_cleaned, 400);
+    let mut expected = vec![(40, 40); 10];
+    expected.push((40, 0));
+    assert_eq!(
+        observed.batches(),
+        expected,
+        "ten full batches, then the end"
+    );
+    assert_eq!(store.token_ids().await.unwrap().len(), 4600);
+}

@@ -259,7 +259,7 @@ impl MySqlStore {
         .rows_affected();
         // A mismatch means the host changed rows of the range between the probe and the
         // delete; dropping `tx` rolls back and the engine retries.
-        let outcome = found.outcome(STORE, sweep, hi, removed, limit)?;
+        let outcome = found.outcome(STORE, sweep, (hi, sweep.end), removed, limit)?;
         tx.commit().await.map_err(|e| self.batch_error(e))?;
         Ok(outcome)
     }

@@ -1,6 +1,8 @@
 //! SQLite store (sqlx + sea-query).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_query::{ColumnDef, SqliteQueryBuilder, Value};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Connection, Row, SqlitePool};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 
 use super::sql::{
     QuotedNames, Statements, SweepProbe, TimeEncoding, decode_type_counts, parse_sqlite_time,
@@ -19,6 +21,13 @@ use crate::error::{Error, Result};
 use crate::table::TokenTable;
 
 const STORE: &str = "sqlite";
+
+/// A sweep probe examines at most this many batches' worth of rowids.
+const SWEEP_WINDOW: i64 = 4;
+
+/// How long one sweep batch's probe reads on through windows before it deletes what it
+/// found (or, having found nothing, returns to the engine).
+const EMPTY_WINDOWS_BUDGET: Duration = Duration::from_millis(100);
 
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
@@ -35,7 +44,11 @@ const STORE: &str = "sqlite";
 /// rows up to it, committed only if it deleted exactly the rows the read counted (else it
 /// rolls back and the batch is retried). The rows go in the order a single `DELETE`
 /// would visit them, each page is written by one batch, no row is looked up through an
-/// index, and the write lock is free while the next batch's read runs.
+/// index, and the write lock is free while the next batch's read runs. The read looks at
+/// no more than four batches' worth of rowids per statement, taking the connection anew
+/// for each, until it has found `n` rows: where the cleanup shares a one-connection pool
+/// with the host's writes, they never wait behind a read through a long run of live
+/// tokens.
 ///
 /// Otherwise (and for used tokens) each batch is one `DELETE .. WHERE id IN (SELECT id ..
 /// ORDER BY expires_at LIMIT n)` per type, through the `(type, expires_at)` index. Either
@@ -44,6 +57,26 @@ const STORE: &str = "sqlite";
 ///
 /// A sweep walks by rowid, so a table declared `WITHOUT ROWID` is always cleaned type by
 /// type.
+///
+/// # Checkpoints
+///
+/// In WAL mode every committed batch appends its pages to the write-ahead log, and by
+/// default the connection whose commit takes the log past 1,000 pages
+/// (`wal_autocheckpoint`) copies them back into the database file and syncs it, inside
+/// that commit: a batch of the cleanup or, as often, the host's next write, which then
+/// waits 30 to 90 ms. While a run deletes, this store instead runs
+/// `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own after batches commit (at
+/// most every 10 ms), concurrently with the next batch and with the host's writes; a
+/// passive checkpoint takes no lock that a writer waits for. SQLite starts the log over
+/// only when a write begins on a log that is copied back entirely, which back-to-back
+/// batches never leave time for: so once the log is half as long as the
+/// `wal_autocheckpoint` limit and copied back, the next batch first copies the few pages
+/// written since (on the checkpoint connection, not holding the host's) and its write
+/// then starts the log over. The log stays below the limit, so neither a batch nor the
+/// host's writes checkpoint inside a commit. The connection is opened with the pool's
+/// options when batches start and closed when they stop; databases that are not in WAL
+/// mode (in-memory ones, for instance) are left alone.
+/// [`background_checkpoints(false)`](Self::background_checkpoints) turns this off.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), token_cleanup_core::Error> {
@@ -59,6 +92,7 @@ pub struct SqliteStore {
     sql: Statements,
     names: QuotedNames,
     sweep: SweepMode,
+    checkpointer: Option<Arc<Checkpointer>>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
 }
@@ -73,11 +107,13 @@ impl SqliteStore {
         let time = TimeEncoding::Sqlite(table.time_format());
         let sql = Statements::new(table, time);
         let names = sql.quoted('"');
+        let checkpointer = Some(Arc::new(Checkpointer::new(&pool)));
         Self {
             pool,
             sql,
             names,
             sweep: SweepMode::default(),
+            checkpointer,
             #[cfg(feature = "test-util")]
             faults: Default::default(),
         }
@@ -107,9 +143,30 @@ impl SqliteStore {
         self
     }
 
+    /// `false` leaves checkpoints to SQLite's automatic ones, inside the commit that
+    /// takes the log past its limit (default `true`: see [Checkpoints](#checkpoints)).
+    pub fn background_checkpoints(mut self, enabled: bool) -> Self {
+        self.checkpointer = enabled.then(|| Arc::new(Checkpointer::new(&self.pool)));
+        self
+    }
+
     /// The pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Lets the checkpointer prepare the log for a batch's write.
+    async fn before_write(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.before_write().await;
+        }
+    }
+
+    /// Tells the checkpointer that a batch committed.
+    fn committed(&self, rows: u64) {
+        if let (Some(checkpointer), true) = (&self.checkpointer, rows > 0) {
+            checkpointer.committed();
+        }
     }
 
     /// The sweep's probe and delete statements: rows of `sweep` after `?1` (up to `?2`),
@@ -217,7 +274,9 @@ impl TokenStore for SqliteStore {
 
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let stmt = self.sql.delete_in(filter, limit);
+        self.before_write().await;
         let deleted = self.execute(&stmt, "delete a batch").await?;
+        self.committed(deleted);
         Ok(BatchOutcome::deleted(deleted))
     }
 
@@ -228,9 +287,11 @@ impl TokenStore for SqliteStore {
         {
             return Ok(None);
         }
+        // Two subqueries: SQLite answers a lone `min` or `max` of the rowid from the ends
+        // of the b-tree, but `min(..), max(..)` together from a scan of the whole table.
+        let table = &self.names.table;
         let sql = format!(
-            "SELECT min(_rowid_), max(_rowid_) FROM {}",
-            self.names.table
+            "SELECT (SELECT min(_rowid_) FROM {table}), (SELECT max(_rowid_) FROM {table})"
         );
         let (first, last): (Option<i64>, Option<i64>) = match sqlx::query_as(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
@@ -265,23 +326,56 @@ impl TokenStore for SqliteStore {
 
     async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
         let (probe, delete, values) = self.sweep_sql(sweep);
-        // The probe reads outside the write transaction: a writer waiting for the lock
-        // gets in while it runs, as it does while a type-by-type batch finds its rows.
-        let mut conn = self
-            .pool
-            .acquire()
+        self.before_write().await;
+        // The probe reads outside the write transaction, so a writer waiting for the lock
+        // gets in while it runs. It reads windows of at most `SWEEP_WINDOW` batches' worth
+        // of rowids, each on a connection of its own, until it has found `limit` rows: a
+        // host sharing a one-connection pool with the cleanup waits for one window at
+        // most, even where a long run of live tokens follows.
+        let started = std::time::Instant::now();
+        let mut found = SweepProbe::new(Vec::new());
+        let mut window = sweep.clone();
+        let mut conn = loop {
+            let window_end = sweep.end.min(
+                window
+                    .position
+                    .saturating_add(SWEEP_WINDOW * i64::from(limit)),
+            );
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(err("find a sweep batch"))?;
+            let rows = sqlx::query_as_with(
+                AssertSqlSafe(probe.as_str()),
+                SqlxValues(sweep_args(
+                    &window,
+                    window_end,
+                    &values,
+                    Some(found.wanted(limit)),
+                )),
+            )
+            .fetch_all(&mut *conn)
             .await
             .map_err(err("find a sweep batch"))?;
-        let rows = sqlx::query_as_with(
-            AssertSqlSafe(probe),
-            SqlxValues(sweep_args(sweep, sweep.end, &values, Some(limit))),
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(err("find a sweep batch"))?;
-        let found = SweepProbe::new(rows);
+            found.absorb(SweepProbe::new(rows));
+            window.position = window_end;
+            if found.wanted(limit) == 0
+                || window_end >= sweep.end
+                || started.elapsed() >= EMPTY_WINDOWS_BUDGET
+            {
+                break conn;
+            }
+        };
+        let examined_to = window.position;
         let Some(hi) = found.hi else {
-            return Ok(SweepProbe::finished(sweep));
+            // Nothing expired up to `examined_to`: the end, or (after a long run of live
+            // tokens) a batch boundary for the engine to stop at, when asked.
+            return Ok(SweepOutcome {
+                deleted: Vec::new(),
+                position: examined_to,
+                done: examined_to >= sweep.end,
+            });
         };
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
@@ -297,8 +391,9 @@ impl TokenStore for SqliteStore {
         .rows_affected();
         // A mismatch means the host changed rows of the range after the probe (an expiry
         // moved, a token deleted); dropping `tx` rolls back and the engine retries.
-        let outcome = found.outcome(STORE, sweep, hi, removed, limit)?;
+        let outcome = found.outcome(STORE, sweep, (hi, examined_to), removed, limit)?;
         tx.commit().await.map_err(err("commit a sweep batch"))?;
+        self.committed(removed);
         Ok(outcome)
     }
 
@@ -336,6 +431,142 @@ impl TokenStore for SqliteStore {
             .map(drop)
             .map_err(err("ping"))
     }
+}
+
+/// Passive checkpoints on a connection of its own while batches commit (see
+/// [Checkpoints](SqliteStore#checkpoints)).
+#[derive(Debug)]
+struct Checkpointer {
+    options: Arc<SqliteConnectOptions>,
+    /// A batch committed since the running checkpoint started.
+    pending: AtomicBool,
+    /// A task is checkpointing.
+    running: AtomicBool,
+    /// The database is not in WAL mode (or cannot be opened a second time): nothing to do.
+    off: AtomicBool,
+    /// Log length (frames) from which the store has the log restarted: half the
+    /// connection's `wal_autocheckpoint`, so that the host's commits never reach it.
+    restart_at: AtomicI64,
+    /// A background checkpoint copied back a log of at least `restart_at` frames: the
+    /// next batch copies what was added since and starts its write on an empty log.
+    restart_due: AtomicBool,
+    /// The task's connection, while it runs.
+    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+}
+
+impl Checkpointer {
+    /// The least time between two checkpoints of one task.
+    const PACE: Duration = Duration::from_millis(10);
+
+    fn new(pool: &SqlitePool) -> Self {
+        Self {
+            options: pool.connect_options(),
+            pending: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            off: AtomicBool::new(false),
+            restart_at: AtomicI64::new(500),
+            restart_due: AtomicBool::new(false),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A batch committed: start a checkpointing task unless one is running.
+    fn committed(self: &Arc<Self>) {
+        if self.off.load(Ordering::Relaxed) {
+            return;
+        }
+        self.pending.store(true, Ordering::SeqCst);
+        if !self.running.swap(true, Ordering::SeqCst) {
+            tokio::spawn(Arc::clone(self).run());
+        }
+    }
+
+    /// Before a batch takes a connection: when the log is long and the background copied
+    /// it back, copies the few frames added since (on the task's connection, so that the
+    /// host's writes need not wait for it), so that the batch's write starts on a fully
+    /// copied log, which SQLite then restarts from the beginning.
+    async fn before_write(&self) {
+        if !self.restart_due.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(conn) = self.conn.lock().await.as_mut() {
+            if let Err(e) = checkpoint(conn).await {
+                tracing::debug!(error = %e, "checkpoint before a batch failed");
+            }
+        }
+    }
+
+    /// Checkpoints until no batch has committed since the last checkpoint started.
+    async fn run(self: Arc<Self>) {
+        match self.open().await {
+            Ok(Some(conn)) => *self.conn.lock().await = Some(conn),
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::debug!(error = %e, "no connection for background checkpoints");
+                }
+                self.off.store(true, Ordering::Relaxed);
+                self.running.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
+        loop {
+            self.pending.store(false, Ordering::SeqCst);
+            if let Some(conn) = self.conn.lock().await.as_mut() {
+                match checkpoint(conn).await {
+                    Ok((false, log, copied)) => {
+                        if log >= self.restart_at.load(Ordering::Relaxed) && copied == log {
+                            self.restart_due.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "background checkpoint failed"),
+                }
+            }
+            tokio::time::sleep(Self::PACE).await;
+            if self.pending.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.running.store(false, Ordering::SeqCst);
+            // A batch that committed between the check and the store above saw a running
+            // task and started none: take the work back unless a new task already has.
+            if !self.pending.load(Ordering::SeqCst) || self.running.swap(true, Ordering::SeqCst) {
+                break;
+            }
+        }
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// A connection to the database, or `None` when it is not in WAL mode.
+    async fn open(&self) -> std::result::Result<Option<SqliteConnection>, sqlx::Error> {
+        let mut conn = self.options.connect().await?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        let limit: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut conn)
+            .await?;
+        if limit > 1 {
+            self.restart_at.store(limit / 2, Ordering::Relaxed);
+        }
+        Ok(Some(conn))
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: whether it was blocked, the frames in the log and
+/// the frames copied back into the database file.
+async fn checkpoint(
+    conn: &mut SqliteConnection,
+) -> std::result::Result<(bool, i64, i64), sqlx::Error> {
+    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
+    Ok((busy != 0, log, copied))
 }
 
 super::sql::sql_run_store! {
