@@ -64,7 +64,7 @@ const EMPTY_WINDOWS_BUDGET: Duration = Duration::from_millis(100);
 /// default the connection whose commit takes the log past 1,000 pages
 /// (`wal_autocheckpoint`) copies them back into the database file and syncs it, inside
 /// that commit: a batch of the cleanup or, as often, the host's next write, which then
-/// waits 30 to 90 ms. While a run deletes, this store instead runs
+/// waits 50 to 175 ms on the machine we measured. While a run deletes, this store runs
 /// `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own after batches commit (at
 /// most every 10 ms), concurrently with the next batch and with the host's writes; a
 /// passive checkpoint takes no lock that a writer waits for. SQLite starts the log over
@@ -72,7 +72,7 @@ const EMPTY_WINDOWS_BUDGET: Duration = Duration::from_millis(100);
 /// batches never leave time for: so once the log is half as long as the
 /// `wal_autocheckpoint` limit and copied back, the next batch first copies the few pages
 /// written since (on the checkpoint connection, not holding the host's) and its write
-/// then starts the log over. The log stays below the limit, so neither a batch nor the
+/// then starts the log over. The log rarely reaches the limit, so neither a batch nor the
 /// host's writes checkpoint inside a commit. The connection is opened with the pool's
 /// options when batches start and closed when they stop; databases that are not in WAL
 /// mode (in-memory ones, for instance) are left alone.
