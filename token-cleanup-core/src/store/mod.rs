@@ -15,6 +15,8 @@ use crate::table::TokenTable;
 mod memory;
 pub use memory::MemoryStore;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod kept;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;
 #[cfg(feature = "sqlite")]

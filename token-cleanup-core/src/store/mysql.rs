@@ -10,6 +10,7 @@ use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::OnceCell;
 
+use super::kept::KeptConnection;
 use super::sql::{
     QuotedNames, Statements, SweepProbe, TimeEncoding, decode_type_counts, fnv1a32, index_name,
     sweep_args, sweep_pays,
@@ -45,8 +46,10 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// primary key must be an integer), a run deletes the expired tokens of every requested
 /// type in one [sweep](crate::TokenStore::plan_sweep) in primary key order: InnoDB's
 /// clustered order, the order a single `DELETE` would visit them. Each sweep batch takes
-/// the `GET_LOCK` of every swept type (an instance that cannot take them all leaves the
-/// expired tokens to the one that holds them), then, in one `READ COMMITTED`
+/// the `GET_LOCK` of every swept type, in one fixed order and stopping at the first that
+/// another session holds (an instance that cannot take them all leaves the expired
+/// tokens to the one that holds them; the order means that two instances cannot each
+/// take some and both leave), then, in one `READ COMMITTED`
 /// transaction, a probe of the first `n` expired rows after the previous batch
 /// (`FORCE INDEX (PRIMARY)`, per-type counts and the last key) and a `DELETE` of the
 /// expired rows in that key range. It commits when the `DELETE`'s count equals the
@@ -101,6 +104,7 @@ pub struct MySqlStore {
     batch_timeout: Option<Duration>,
     sweep: SweepMode,
     mariadb: OnceCell<bool>,
+    batch_conn: KeptConnection<sqlx::MySql>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
 }
@@ -128,6 +132,7 @@ impl MySqlStore {
             batch_timeout: None,
             sweep: SweepMode::default(),
             mariadb: OnceCell::new(),
+            batch_conn: KeptConnection::new(),
             #[cfg(feature = "test-util")]
             faults: Default::default(),
         }
@@ -193,31 +198,30 @@ impl MySqlStore {
         (probe, delete, values)
     }
 
-    /// Takes each of `locks` (`GET_LOCK`, without waiting) on `conn`; returns the ones it
-    /// got.
+    /// Takes `locks` (`GET_LOCK`, without waiting) on `conn`, in order, stopping at the
+    /// first one that another session holds; returns the ones it got. Callers pass the
+    /// locks sorted, so that two instances after the same locks cannot each take some of
+    /// them and both leave the work to the other: the first lock decides.
     async fn take_locks<'a>(
         &self,
         conn: &mut sqlx::MySqlConnection,
         locks: &'a [String],
-    ) -> Result<Vec<&'a String>> {
-        let sql = format!(
-            "SELECT {}",
-            vec!["GET_LOCK(?, 0) = 1"; locks.len()].join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+    ) -> Result<&'a [String]> {
+        // `CASE WHEN GET_LOCK(l1) THEN CASE WHEN GET_LOCK(l2) THEN 2 ELSE 1 END ELSE 0
+        // END`: a lock is only tried once every lock before it is held.
+        let mut sql = locks.len().to_string();
+        for taken in (0..locks.len()).rev() {
+            sql = format!("CASE WHEN GET_LOCK(?, 0) = 1 THEN {sql} ELSE {taken} END");
+        }
+        let mut query = sqlx::query_scalar(AssertSqlSafe(format!("SELECT {sql}")));
         for lock in locks {
             query = query.bind(lock);
         }
-        let row = query
+        let taken: i64 = query
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| self.batch_error(e))?;
-        Ok(locks
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| row.try_get::<Option<bool>, _>(*i).ok().flatten() == Some(true))
-            .map(|(_, lock)| lock)
-            .collect())
+        Ok(&locks[..usize::try_from(taken).unwrap_or(0).min(locks.len())])
     }
 
     /// Probe and delete of one sweep batch in a `READ COMMITTED` transaction, on the
@@ -262,6 +266,19 @@ impl MySqlStore {
         let outcome = found.outcome(STORE, sweep, (hi, sweep.end), removed, limit)?;
         tx.commit().await.map_err(|e| self.batch_error(e))?;
         Ok(outcome)
+    }
+
+    /// Releases the batch's locks and keeps its connection for the next batch, when the
+    /// batch succeeded and the locks are released.
+    async fn finish_batch(
+        &self,
+        conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+        held: &[String],
+        succeeded: bool,
+    ) {
+        if let (Some(conn), true) = (release_locks(conn, held).await, succeeded) {
+            self.batch_conn.keep(conn);
+        }
     }
 
     async fn is_mariadb(&self) -> Result<bool> {
@@ -549,20 +566,25 @@ fn render_cell(row: &MySqlRow, i: usize) -> String {
     "?".into()
 }
 
-/// Releases `held` on `conn` and returns it to the pool. A connection whose release fails
-/// is closed instead (closing releases its locks): it never goes back holding one.
-async fn release_locks(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, held: &[&String]) {
+/// Releases `held` on `conn` and gives the connection back. A connection whose release
+/// fails is closed instead (closing releases its locks): it never goes back holding one.
+async fn release_locks(
+    mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+    held: &[String],
+) -> Option<sqlx::pool::PoolConnection<sqlx::MySql>> {
     if held.is_empty() {
-        return;
+        return Some(conn);
     }
     let sql = format!("SELECT {}", vec!["RELEASE_LOCK(?)"; held.len()].join(", "));
     let mut release = sqlx::query(AssertSqlSafe(sql));
     for lock in held {
-        release = release.bind(*lock);
+        release = release.bind(lock);
     }
     if release.execute(&mut *conn).await.is_err() {
         let _ = conn.close().await;
+        return None;
     }
+    Some(conn)
 }
 
 #[async_trait]
@@ -666,14 +688,18 @@ impl TokenStore for MySqlStore {
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let mariadb = self.is_mariadb().await?;
         let locks = [self.lock_name(filter)];
-        let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
+        let mut conn = self
+            .batch_conn
+            .take(&self.pool)
+            .await
+            .map_err(|e| self.batch_error(e))?;
         let held = self.take_locks(&mut conn, &locks).await?;
         let outcome = if held.len() == locks.len() {
             self.locked_batch(&mut conn, filter, limit, mariadb).await
         } else {
             Ok(BatchOutcome::left_to_other_instance(filter))
         };
-        release_locks(conn, &held).await;
+        self.finish_batch(conn, held, outcome.is_ok()).await;
         outcome
     }
 
@@ -720,8 +746,13 @@ impl TokenStore for MySqlStore {
 
     async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
         let mariadb = self.is_mariadb().await?;
-        let locks: Vec<String> = sweep.filters.iter().map(|f| self.lock_name(f)).collect();
-        let mut conn = self.pool.acquire().await.map_err(|e| self.batch_error(e))?;
+        let mut locks: Vec<String> = sweep.filters.iter().map(|f| self.lock_name(f)).collect();
+        locks.sort();
+        let mut conn = self
+            .batch_conn
+            .take(&self.pool)
+            .await
+            .map_err(|e| self.batch_error(e))?;
         let held = self.take_locks(&mut conn, &locks).await?;
         let outcome = if held.len() == locks.len() {
             self.locked_sweep(&mut conn, sweep, limit, mariadb).await
@@ -733,7 +764,7 @@ impl TokenStore for MySqlStore {
                 done: true,
             })
         };
-        release_locks(conn, &held).await;
+        self.finish_batch(conn, held, outcome.is_ok()).await;
         outcome
     }
 
