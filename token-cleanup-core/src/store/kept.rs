@@ -10,12 +10,15 @@ use sqlx::{Database, Pool};
 /// How long a kept connection waits for the next batch before it goes back to the pool.
 const IDLE: Duration = Duration::from_millis(250);
 
+/// The kept connection and when it was kept.
+type Slot<DB> = Arc<Mutex<Option<(PoolConnection<DB>, Instant)>>>;
+
 /// The connection a batch hands on to the next one, so that the batches of a run do not
 /// each pay the pool's liveness check on acquire (a round trip to the server, which sqlx
 /// makes by default: `test_before_acquire`). A connection is kept only after a batch
 /// that succeeded on it, and goes back to the pool when no batch has taken it for 250 ms.
 pub(crate) struct KeptConnection<DB: Database> {
-    slot: Arc<Mutex<Option<(PoolConnection<DB>, Instant)>>>,
+    slot: Slot<DB>,
 }
 
 impl<DB: Database> KeptConnection<DB> {

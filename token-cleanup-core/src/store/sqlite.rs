@@ -27,7 +27,7 @@ const SWEEP_WINDOW: i64 = 4;
 
 /// How long one sweep batch's probe reads on through windows before it deletes what it
 /// found (or, having found nothing, returns to the engine).
-const EMPTY_WINDOWS_BUDGET: Duration = Duration::from_millis(100);
+const PROBE_BUDGET: Duration = Duration::from_millis(100);
 
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
@@ -362,7 +362,7 @@ impl TokenStore for SqliteStore {
             window.position = window_end;
             if found.wanted(limit) == 0
                 || window_end >= sweep.end
-                || started.elapsed() >= EMPTY_WINDOWS_BUDGET
+                || started.elapsed() >= PROBE_BUDGET
             {
                 break conn;
             }
@@ -489,10 +489,10 @@ impl Checkpointer {
         if !self.restart_due.swap(false, Ordering::SeqCst) {
             return;
         }
-        if let Some(conn) = self.conn.lock().await.as_mut() {
-            if let Err(e) = checkpoint(conn).await {
-                tracing::debug!(error = %e, "checkpoint before a batch failed");
-            }
+        if let Some(conn) = self.conn.lock().await.as_mut()
+            && let Err(e) = checkpoint(conn).await
+        {
+            tracing::debug!(error = %e, "checkpoint before a batch failed");
         }
     }
 
