@@ -16,6 +16,11 @@
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
 //!
+//! On MySQL/MariaDB, InnoDB removes deleted rows from the table and its indexes (purge)
+//! in the background after a delete commits: after each timed operation the bench waits
+//! until purge has caught up (so that the next one does not share the machine with it)
+//! and also reports the time until then, for the single statement and for the cleanup.
+//!
 //! `--sweep` sets the MySQL and SQLite stores' [`SweepMode`] (default `auto`: at about
 //! 78 % expired, the expired tokens go in one sweep in storage order; `never` measures
 //! the type-by-type batches through the `(type, expires_at)` index). PostgreSQL always
@@ -424,6 +429,39 @@ async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun 
     }
 }
 
+/// MySQL/MariaDB: InnoDB removes deleted rows (purge) in the background after a delete
+/// commits. Waits until purge has caught up with every transaction so far, so that the
+/// next measurement does not share the machine with this one's purge, and returns how
+/// long that took (zero on the other backends).
+async fn wait_for_purge(db: &Db) -> Duration {
+    let Db::MySql(pool) = db else {
+        return Duration::ZERO;
+    };
+    let started = Instant::now();
+    let status = || async {
+        let (_, _, text): (String, String, String) = sqlx::query_as("SHOW ENGINE INNODB STATUS")
+            .fetch_one(pool)
+            .await
+            .expect("InnoDB status");
+        text
+    };
+    let number_after = |text: &str, label: &str| -> Option<u64> {
+        let rest = &text[text.find(label)? + label.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let Some(target) = number_after(&status().await, "Trx id counter ") else {
+        eprintln!("no transaction counter in SHOW ENGINE INNODB STATUS; not waiting for purge");
+        return Duration::ZERO;
+    };
+    while number_after(&status().await, "Purge done for trx's n:o < ")
+        .is_some_and(|done| done < target)
+        && started.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
 fn sweep() -> SweepMode {
     SWEEP.get().copied().unwrap_or_default()
 }
@@ -504,6 +542,7 @@ async fn main() {
     let mut results = Vec::new();
     for &batch_size in &args.batch_sizes {
         let (mut single, mut ours, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut single_purged, mut ours_purged) = (Vec::new(), Vec::new());
         let (mut expired, mut batches) = (0, 0);
         for run in 0..args.runs {
             // Alternate which goes first, so that neither always meets a colder cache.
@@ -512,6 +551,7 @@ async fn main() {
                 if which == 0 {
                     let (took, deleted) = single_statement(&db, cutoff).await;
                     single.push(took);
+                    single_purged.push(took + wait_for_purge(&db).await);
                     expired = deleted;
                 } else {
                     let r = cleanup(&db, cutoff, batch_size).await;
@@ -520,6 +560,7 @@ async fn main() {
                         "both delete the same rows"
                     );
                     ours.push(r.took);
+                    ours_purged.push(r.took + wait_for_purge(&db).await);
                     slowest.push(r.slowest);
                     batches = r.batches;
                     expired = r.deleted;
@@ -527,14 +568,17 @@ async fn main() {
             }
             if !args.json {
                 println!(
-                    "batch {batch_size} run {}: single {:.0} ms, cleanup {:.0} ms",
+                    "batch {batch_size} run {}: single {:.0} ms ({:.0} ms until purged), cleanup {:.0} ms ({:.0} ms until purged)",
                     run + 1,
                     ms(*single.last().unwrap()),
-                    ms(*ours.last().unwrap())
+                    ms(*single_purged.last().unwrap()),
+                    ms(*ours.last().unwrap()),
+                    ms(*ours_purged.last().unwrap())
                 );
             }
         }
         let (s, o) = (median(single), median(ours));
+        let (sp, op) = (median(single_purged), median(ours_purged));
         let worst = slowest.iter().max().copied().unwrap_or_default();
         let naive_ms = if args.naive {
             fresh(&db).await;
@@ -557,6 +601,9 @@ async fn main() {
             "ratio": (o.as_secs_f64() / s.as_secs_f64() * 100.0).round() / 100.0,
             "batches": batches,
             "worst_batch_ms": (ms(worst) * 10.0).round() / 10.0,
+            "single_until_purged_ms": ms(sp).round(),
+            "cleanup_until_purged_ms": ms(op).round(),
+            "ratio_until_purged": (op.as_secs_f64() / sp.as_secs_f64().max(1e-9) * 100.0).round() / 100.0,
         }));
     }
 
@@ -573,9 +620,9 @@ async fn main() {
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
     } else {
         println!(
-            "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | naive shape ms (ratio) |"
+            "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | naive shape ms (ratio) | until purged: single / cleanup ms (ratio) |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for r in &results {
             let naive = match r["naive_ms"].as_f64() {
                 Some(n) => format!(
@@ -584,8 +631,18 @@ async fn main() {
                 ),
                 None => "-".into(),
             };
+            let purged = if matches!(args.backend, Backend::MySql) {
+                format!(
+                    "{} / {} ({:.2}x)",
+                    r["single_until_purged_ms"],
+                    r["cleanup_until_purged_ms"],
+                    r["ratio_until_purged"].as_f64().unwrap_or_default()
+                )
+            } else {
+                "-".into()
+            };
             println!(
-                "| {backend} | {} | {} | {} | {} | {} | {:.2}x | {} | {} | {naive} |",
+                "| {backend} | {} | {} | {} | {} | {} | {:.2}x | {} | {} | {naive} | {purged} |",
                 args.tokens,
                 r["batch_size"],
                 r["expired"],
