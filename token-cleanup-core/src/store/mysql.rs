@@ -251,7 +251,7 @@ impl MySqlStore {
         let found = SweepProbe::new(rows);
         let Some(hi) = found.hi else {
             tx.commit().await.map_err(|e| self.batch_error(e))?;
-            return Ok(SweepProbe::finished(sweep));
+            return Ok(SweepProbe::nothing_found(sweep, sweep.end));
         };
         let removed = sqlx::query_with(
             AssertSqlSafe(delete),

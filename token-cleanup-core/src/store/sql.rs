@@ -655,12 +655,14 @@ impl SweepProbe {
         })
     }
 
-    /// The outcome when the probe found nothing: the sweep is done.
-    pub(crate) fn finished(sweep: &Sweep) -> SweepOutcome {
+    /// The outcome when the probe found nothing up to `examined_to`: the sweep is done
+    /// when that is its end, else (after a long run of live tokens) the engine gets a
+    /// batch boundary to stop at, when asked, before the sweep reads on.
+    pub(crate) fn nothing_found(sweep: &Sweep, examined_to: i64) -> SweepOutcome {
         SweepOutcome {
             deleted: Vec::new(),
-            position: sweep.end,
-            done: true,
+            position: examined_to,
+            done: examined_to >= sweep.end,
         }
     }
 }

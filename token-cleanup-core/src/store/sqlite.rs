@@ -369,13 +369,7 @@ impl TokenStore for SqliteStore {
         };
         let examined_to = window.position;
         let Some(hi) = found.hi else {
-            // Nothing expired up to `examined_to`: the end, or (after a long run of live
-            // tokens) a batch boundary for the engine to stop at, when asked.
-            return Ok(SweepOutcome {
-                deleted: Vec::new(),
-                position: examined_to,
-                done: examined_to >= sweep.end,
-            });
+            return Ok(SweepProbe::nothing_found(sweep, examined_to));
         };
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
