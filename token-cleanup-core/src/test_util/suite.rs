@@ -71,20 +71,30 @@ pub async fn only_expired_of_requested_types_go<S: TestStore>(store: Arc<S>) {
         .map(|t| BatchFilter::new(*t, Criterion::Expired { before: t0() }))
         .collect();
     let sweeps = store.plan_sweep(&filters).await.unwrap().is_some();
-    let report = service(store.clone())
+    let observed = Arc::new(ObservedStore::new(store.clone()));
+    let report = service(observed.clone())
         .cleanup_expired_tokens(CleanupRequest::new(types).batch_size(3))
         .await
         .unwrap();
     assert_eq!(report.total_cleaned, 20);
     assert_eq!(report.by_type[PASSWORD_RESET], 10);
     assert_eq!(report.by_type[MAGIC_LINK], 10);
-    if sweeps {
-        assert_eq!(
+    let batches = observed.batches();
+    assert_eq!(report.batches as usize, batches.len());
+    assert!(
+        batches
+            .iter()
+            .all(|&(limit, deleted)| limit == 3 && deleted <= 3),
+        "{batches:?}"
+    );
+    match (store.fills_batches(), sweeps) {
+        (true, true) => assert_eq!(
             report.batches, 7,
             "both types together: 6 batches of 3, then 2"
-        );
-    } else {
-        assert_eq!(report.batches, 8, "4 batches of 3,3,3,1 per type");
+        ),
+        (true, false) => assert_eq!(report.batches, 8, "4 batches of 3,3,3,1 per type"),
+        (false, true) => assert!(report.batches >= 7, "{batches:?}"),
+        (false, false) => assert!(report.batches >= 8, "{batches:?}"),
     }
     let want = expected_left(&tokens, |t| {
         t.expires_at < t0() && (t.token_type == PASSWORD_RESET || t.token_type == MAGIC_LINK)
@@ -294,7 +304,19 @@ pub async fn max_rows_stops_at_a_batch_boundary<S: TestStore>(store: Arc<S>) {
         .unwrap();
     assert_eq!(report.total_cleaned, 25);
     assert_eq!(report.stopped, Some(StopReason::MaxRows));
-    assert_eq!(observed.batches(), [(10, 10), (10, 10), (5, 5)]);
+    let batches = observed.batches();
+    if store.fills_batches() {
+        assert_eq!(batches, [(10, 10), (10, 10), (5, 5)]);
+    }
+    // Each batch's limit is what is left of `max_rows` (at most the batch size), no
+    // batch deletes more, and the run stops once nothing is left.
+    let mut left = 25_u64;
+    for &(limit, deleted) in &batches {
+        assert_eq!(u64::from(limit), left.min(10), "{batches:?}");
+        assert!(deleted <= u64::from(limit), "{batches:?}");
+        left -= deleted;
+    }
+    assert_eq!(left, 0, "{batches:?}");
     let rest = svc
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
@@ -322,12 +344,28 @@ pub async fn cancellation_stops_at_a_batch_boundary<S: TestStore>(store: Arc<S>)
         .unwrap();
     assert_eq!(report.stopped, Some(StopReason::Cancelled));
     assert_eq!(report.batches, 3);
-    assert_eq!(report.total_cleaned, 21);
+    let batches = observed.batches();
+    assert_eq!(
+        batches.len(),
+        3,
+        "no batch after the cancellation: {batches:?}"
+    );
+    let committed: u64 = batches.iter().map(|&(_, deleted)| deleted).sum();
+    assert!(
+        batches
+            .iter()
+            .all(|&(limit, deleted)| limit == 7 && deleted <= 7),
+        "{batches:?}"
+    );
+    if store.fills_batches() {
+        assert_eq!(committed, 21);
+    }
+    assert_eq!(report.total_cleaned, committed);
     let left = ids(&*store).await;
-    assert_eq!(left.len(), tokens.len() - 21);
+    assert_eq!(left.len() as u64, tokens.len() as u64 - committed);
     let record = svc.run(report.run_id).await.unwrap().expect("run recorded");
     assert_eq!(record.status, RunStatus::Cancelled);
-    assert_eq!(record.progress.total_cleaned, 21);
+    assert_eq!(record.progress.total_cleaned, committed);
 
     // A zero time budget stops before the first batch.
     let report = svc
@@ -353,7 +391,8 @@ pub async fn failing_batch_rolls_back_and_next_run_finishes<S: TestStore>(store:
     expired.sort_by_key(|t| t.expires_at);
     store.fail_deleting(expired[14].id).await.unwrap();
 
-    let svc = service(store.clone());
+    let observed = Arc::new(ObservedStore::new(store.clone()));
+    let svc = service(observed.clone());
     let err = svc
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
@@ -365,29 +404,46 @@ pub async fn failing_batch_rolls_back_and_next_run_finishes<S: TestStore>(store:
         panic!("expected RunFailed, got {err:?}");
     };
     assert_eq!(*attempts, 3);
-    assert_eq!(partial.total_cleaned, 10);
-    assert_eq!(partial.batches, 1);
     assert_eq!(partial.retries, 2);
+    // Only committed batches count: the observed store records a batch once it commits.
+    let batches = observed.batches();
+    let committed: u64 = batches.iter().map(|&(_, deleted)| deleted).sum();
+    if store.fills_batches() {
+        assert_eq!((committed, batches.len()), (10, 1));
+    }
+    assert!(
+        committed < 15,
+        "the batch holding the 15th oldest never committed"
+    );
+    assert_eq!(partial.total_cleaned, committed);
+    assert_eq!(partial.batches as usize, batches.len());
     let record = svc
         .run(partial.run_id)
         .await
         .unwrap()
         .expect("run recorded");
     assert_eq!(record.status, RunStatus::Failed);
-    assert_eq!(record.progress.total_cleaned, 10);
+    assert_eq!(record.progress.total_cleaned, committed);
     assert!(record.error.is_some());
+    // Only the committed batches' rows are gone, all of them expired invites; the
+    // failed batch rolled back whole, its failing token with it.
+    let left = ids(&*store).await;
     assert_eq!(
-        ids(&*store).await.len(),
-        tokens.len() - 10,
+        left.len() as u64,
+        tokens.len() as u64 - committed,
         "the failed batch rolled back"
     );
+    assert!(left.contains(&expired[14].id));
+    assert!(left.is_superset(&expected_left(&tokens, |t| {
+        t.token_type == INVITE && t.expires_at < t0()
+    })));
 
     store.clear_failures().await.unwrap();
     let report = svc
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
         .unwrap();
-    assert_eq!(report.total_cleaned, 20);
+    assert_eq!(report.total_cleaned, expired.len() as u64 - committed);
     let want = expected_left(&tokens, |t| t.token_type == INVITE && t.expires_at < t0());
     assert_eq!(ids(&*store).await, want);
 }
