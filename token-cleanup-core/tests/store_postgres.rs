@@ -500,6 +500,59 @@ async fn windows_follow_uneven_density() {
     );
 }
 
+/// Batches chain their transactions (one round trip commits a batch and begins the next
+/// one's), so a run that stops between batches leaves its connection in a transaction.
+/// That connection is closed, never handed back to the host's pool: afterwards no backend
+/// of the pool is idle in a transaction, and every connection the host gets is outside
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_transactions_never_reach_the_pool() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let schema = server::fresh_schema(&admin).await;
+    let app = format!("token-cleanup-chain-{schema}");
+    let pool = server::pool(&app, 3).await;
+    let store = store_in(pool.clone(), &schema).await;
+    store.insert_tokens(&time_ordered(2000)).await.unwrap();
+    let svc = service(store.clone());
+    for max_rows in [350, 700] {
+        let report = svc
+            .cleanup_expired_tokens(
+                CleanupRequest::new([INVITE])
+                    .batch_size(10)
+                    .max_rows(max_rows),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.total_cleaned, max_rows);
+        // The kept connection goes after 250 ms without a batch.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let idle_in_transaction: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind(&app)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(idle_in_transaction, 0);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.acquire().await.unwrap();
+            // SAVEPOINT is refused outside a transaction block.
+            let err = sqlx::raw_sql("SAVEPOINT token_cleanup_test")
+                .execute(&mut *conn)
+                .await
+                .expect_err("the pool handed out a connection inside a transaction");
+            assert_eq!(
+                err.as_database_error().and_then(|e| e.code()).as_deref(),
+                Some("25P01"),
+                "{err}"
+            );
+            conns.push(conn);
+        }
+    }
+}
+
 /// Token types are bound, never spliced: a hostile type is just a string.
 #[tokio::test]
 async fn hostile_token_types_are_bound_parameters() {

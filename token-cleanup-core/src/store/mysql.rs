@@ -277,7 +277,7 @@ impl MySqlStore {
         succeeded: bool,
     ) {
         if let (Some(conn), true) = (release_locks(conn, held).await, succeeded) {
-            self.batch_conn.keep(conn);
+            self.batch_conn.keep(conn, ());
         }
     }
 
@@ -688,7 +688,7 @@ impl TokenStore for MySqlStore {
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
         let mariadb = self.is_mariadb().await?;
         let locks = [self.lock_name(filter)];
-        let mut conn = self
+        let (mut conn, _) = self
             .batch_conn
             .take(&self.pool)
             .await
@@ -748,7 +748,7 @@ impl TokenStore for MySqlStore {
         let mariadb = self.is_mariadb().await?;
         let mut locks: Vec<String> = sweep.filters.iter().map(|f| self.lock_name(f)).collect();
         locks.sort();
-        let mut conn = self
+        let (mut conn, _) = self
             .batch_conn
             .take(&self.pool)
             .await

@@ -40,6 +40,10 @@ const FILL_RANGE: (f64, f64) = (0.5, 0.97);
 /// Most a window widens or narrows from one batch to the next.
 const WINDOW_STEP: f64 = 4.0;
 
+/// Batches that follow each other within this long chain their transactions: one round
+/// trip commits a batch and begins the next one's.
+const CHAIN_WITHIN: Duration = Duration::from_millis(5);
+
 /// The widest window (about 290 years, in microseconds): "up to the cutoff".
 const MAX_WIDTH: i64 = i64::MAX / 1024;
 
@@ -205,12 +209,22 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 ///    deleted after this statement's snapshot are skipped by PostgreSQL, so counts stay
 ///    exact. Whether the lock was taken is read back only when a window deleted nothing.
 ///
-/// A batch costs three round trips: `BEGIN` with its settings, the `DELETE`, `COMMIT`.
+/// A batch costs two round trips: the `DELETE`, and one that commits it and begins the
+/// next batch's transaction (with its settings: generic plans, asynchronous commit, the
+/// statement timeout). Between two batches the connection is therefore idle in a
+/// transaction that has read nothing and locks nothing (no snapshot, so it holds back no
+/// vacuum), for as long as the engine takes to ask for the next batch. Batches are
+/// chained so only when they follow each other within 5 ms (not with
+/// [`pause_between_batches`](crate::TokenCleanupServiceBuilder::pause_between_batches)), and a
+/// connection left in such a transaction when the run stops is closed, never handed back
+/// to the pool: the batches' connection is closed rather than returned once the store is
+/// done with it, at a cost of one new connection per run.
+///
 /// The `DELETE` has no `RETURNING` clause: returning rows makes PostgreSQL read every
 /// deleted tuple once more, which measured about 50 % slower; its count comes from its
-/// command tag. A batch hands its connection on to the next one (it goes back to the pool
-/// after 250 ms without a batch), so batches do not each pay the pool's liveness check on
-/// acquire. [`explain_batch`](Self::explain_batch) shows both plans.
+/// command tag. A batch hands its connection on to the next one (it goes after 250 ms
+/// without a batch), so batches do not each pay the pool's liveness check on acquire.
+/// [`explain_batch`](Self::explain_batch) shows both plans.
 ///
 /// Batches are therefore usually **shorter than the batch size** (about 870 batches of a
 /// limit of 1000 for 780,000 rows); they are never longer.
@@ -223,7 +237,7 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 /// 0.6 s) is that a few tokens reported as deleted come back and go in the next run.
 /// [`synchronous_commit(true)`](Self::synchronous_commit) restores the server's setting.
 /// [`batch_timeout`](Self::batch_timeout) bounds each batch with `SET LOCAL
-/// statement_timeout` (sent with the batch's `BEGIN`, no extra round trip); a batch that
+/// statement_timeout` (sent with the batch's `BEGIN`, no round trip of its own); a batch that
 /// hits it rolls back and fails with [`Error::Timeout`], which the engine retries per its
 /// policy.
 ///
@@ -246,7 +260,8 @@ pub struct PostgresStore {
     names: QuotedNames,
     batch_timeout: Option<Duration>,
     synchronous_commit: bool,
-    batch_conn: KeptConnection<sqlx::Postgres>,
+    /// The connection batches hand on, and whether it is in the next batch's transaction.
+    batch_conn: KeptConnection<sqlx::Postgres, bool>,
     windows: Windows,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
@@ -584,14 +599,11 @@ impl PostgresStore {
         }))
     }
 
-    /// Opens a batch's transaction in one round trip, with its settings: generic plans
+    /// The statement that opens a batch's transaction, with its settings: generic plans
     /// (the statements are planned once per connection, not at every batch),
     /// asynchronous commit unless the store commits synchronously, and the statement
     /// timeout when one is set.
-    async fn begin<'c>(
-        &self,
-        conn: &'c mut sqlx::PgConnection,
-    ) -> Result<sqlx::Transaction<'c, sqlx::Postgres>> {
+    fn begin_sql(&self) -> String {
         let mut begin = String::from("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan");
         if !self.synchronous_commit {
             begin.push_str("; SET LOCAL synchronous_commit = off");
@@ -602,9 +614,29 @@ impl PostgresStore {
                 timeout.as_millis().clamp(1, i32::MAX as u128)
             ));
         }
-        sqlx::Connection::begin_with(conn, AssertSqlSafe(begin))
+        begin
+    }
+
+    /// Runs transaction control statements (one round trip).
+    async fn control(&self, conn: &mut sqlx::PgConnection, sql: String) -> Result<()> {
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(conn)
             .await
+            .map(drop)
             .map_err(|e| self.batch_error(e))
+    }
+
+    /// Ends a batch's transaction: commits it, or rolls it back, and when `chain` is set,
+    /// begins the next batch's transaction in the same round trip.
+    async fn end(&self, conn: &mut sqlx::PgConnection, commit: bool, chain: bool) -> Result<bool> {
+        let end = if commit { "COMMIT" } else { "ROLLBACK" };
+        let sql = if chain {
+            format!("{end}; {}", self.begin_sql())
+        } else {
+            end.to_owned()
+        };
+        self.control(conn, sql).await?;
+        Ok(chain)
     }
 
     /// Whether this transaction's delete statement got the advisory lock.
@@ -618,13 +650,22 @@ impl PostgresStore {
     }
 
     /// One batch on `conn` (see the type's documentation): the window's delete in a
-    /// transaction, rolled back and narrowed while it finds more than `limit` rows.
+    /// transaction, rolled back and probed again while it finds more than `limit` rows.
+    /// `open` says the connection is already in the batch's transaction (begun with the
+    /// previous batch's commit); with `chain` set, a batch that leaves more of the pass
+    /// begins the next one's transaction with its commit. Returns the outcome and whether
+    /// the connection is left in the next batch's transaction.
     async fn batch_on(
         &self,
         conn: &mut sqlx::PgConnection,
+        open: bool,
+        chain: bool,
         filter: &BatchFilter,
         limit: u32,
-    ) -> Result<BatchOutcome> {
+    ) -> Result<(BatchOutcome, bool)> {
+        if !open {
+            self.control(conn, self.begin_sql()).await?;
+        }
         let nothing_left = BatchOutcome {
             deleted: 0,
             resume_from: filter.resume_from,
@@ -637,7 +678,7 @@ impl PostgresStore {
                 .await?
             {
                 Some(window) => window,
-                None => return Ok(nothing_left),
+                None => return Ok((nothing_left, self.end(conn, true, false).await?)),
             },
         };
         let mut probed = false;
@@ -645,20 +686,19 @@ impl PostgresStore {
             let hi = window_end(window.start, window.width, filter);
             let sql = self.window_sql(filter, hi.is_some());
             let keys: Vec<DateTime<Utc>> = std::iter::once(window.start).chain(hi).collect();
-            let mut tx = self.begin(conn).await?;
             let deleted = Self::bind_condition(
                 sqlx::query(AssertSqlSafe(sql)).bind(self.lock_key(filter)),
                 filter,
                 &keys,
             )
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(|e| self.batch_error(e))?
             .rows_affected();
             if deleted > u64::from(limit) {
-                tx.rollback().await.map_err(|e| self.batch_error(e))?;
+                self.end(conn, false, true).await?;
                 if window.width == 1 {
-                    return self.tie_batch(conn, filter, limit, window).await;
+                    return self.tie_batch(conn, chain, filter, limit, window).await;
                 }
                 let spread = window.spread.max(window.deviation(deleted, limit));
                 window = if probed {
@@ -674,85 +714,91 @@ impl PostgresStore {
                         .await?
                     {
                         Some(window) => window,
-                        None => return Ok(nothing_left),
+                        None => return Ok((nothing_left, self.end(conn, true, false).await?)),
                     }
                 };
                 continue;
             }
-            if deleted == 0 && !self.got_lock(&mut tx).await? {
-                tx.rollback().await.map_err(|e| self.batch_error(e))?;
-                return Ok(BatchOutcome::left_to_other_instance(filter));
+            if deleted == 0 && !self.got_lock(conn).await? {
+                let open = self.end(conn, false, false).await?;
+                return Ok((BatchOutcome::left_to_other_instance(filter), open));
             }
-            tx.commit().await.map_err(|e| self.batch_error(e))?;
-            return Ok(match hi {
-                Some(hi) => {
-                    if deleted == 0 {
-                        // A gap in the keys: the next batch probes past it.
-                        self.windows.clear(filter);
-                    } else {
-                        self.windows.set(filter, window.next(hi, deleted, limit));
-                    }
-                    BatchOutcome {
-                        deleted,
-                        resume_from: Some(hi),
-                        more: true,
-                    }
-                }
-                None => {
-                    self.windows.clear(filter);
-                    BatchOutcome {
-                        deleted,
-                        resume_from: Some(cutoff(filter)),
-                        more: false,
-                    }
-                }
-            });
+            let Some(hi) = hi else {
+                self.windows.clear(filter);
+                let outcome = BatchOutcome {
+                    deleted,
+                    resume_from: Some(cutoff(filter)),
+                    more: false,
+                };
+                return Ok((outcome, self.end(conn, true, false).await?));
+            };
+            if deleted == 0 {
+                // A gap in the keys: the next batch probes past it.
+                self.windows.clear(filter);
+            } else {
+                self.windows.set(filter, window.next(hi, deleted, limit));
+            }
+            let outcome = BatchOutcome {
+                deleted,
+                resume_from: Some(hi),
+                more: true,
+            };
+            return Ok((outcome, self.end(conn, true, chain).await?));
         }
     }
 
-    /// `limit` of the tokens sharing the key `at`, when more than a batch share it.
+    /// `limit` of the tokens sharing the key `at`, when more than a batch share it, on a
+    /// connection in the batch's transaction.
     async fn tie_batch(
         &self,
         conn: &mut sqlx::PgConnection,
+        chain: bool,
         filter: &BatchFilter,
         limit: u32,
         window: Window,
-    ) -> Result<BatchOutcome> {
+    ) -> Result<(BatchOutcome, bool)> {
         let at = window.start;
         let sql = self.tie_sql(filter);
-        let mut tx = self.begin(conn).await?;
         let deleted = Self::bind_condition(
             sqlx::query(AssertSqlSafe(sql)).bind(self.lock_key(filter)),
             filter,
             &[at],
         )
         .bind(i64::from(limit))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(|e| self.batch_error(e))?
         .rows_affected();
-        if deleted == 0 && !self.got_lock(&mut tx).await? {
-            tx.rollback().await.map_err(|e| self.batch_error(e))?;
-            return Ok(BatchOutcome::left_to_other_instance(filter));
+        if deleted == 0 && !self.got_lock(conn).await? {
+            let open = self.end(conn, false, false).await?;
+            return Ok((BatchOutcome::left_to_other_instance(filter), open));
         }
-        tx.commit().await.map_err(|e| self.batch_error(e))?;
         // The rest of the key, and what follows it, in a window of one microsecond.
         self.windows.set(filter, Window { width: 1, ..window });
-        Ok(BatchOutcome {
+        let outcome = BatchOutcome {
             deleted,
             resume_from: Some(at),
             more: true,
-        })
+        };
+        Ok((outcome, self.end(conn, true, chain).await?))
     }
 
     async fn run_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
-        let mut conn = self
+        let (mut conn, kept) = self
             .batch_conn
             .take(&self.pool)
             .await
             .map_err(|e| self.batch_error(e))?;
-        let outcome = self.batch_on(&mut conn, filter, limit).await?;
-        self.batch_conn.keep(conn);
+        // The transactions are begun and ended by hand (to chain them): should the
+        // connection leave this store in one (an error, a dropped future, a run that
+        // stopped with the next batch's transaction begun), it is closed, never handed
+        // back to the host's pool.
+        conn.close_on_drop();
+        let open = kept.as_ref().is_some_and(|(open, _)| *open);
+        // Chain only batches that follow each other at once (no pause in between).
+        let chain = kept.is_some_and(|(_, idle)| idle < CHAIN_WITHIN);
+        let (outcome, open) = self.batch_on(&mut conn, open, chain, filter, limit).await?;
+        self.batch_conn.keep(conn, open);
         Ok(outcome)
     }
 
