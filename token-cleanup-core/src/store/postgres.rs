@@ -226,7 +226,7 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 /// without a batch), so batches do not each pay the pool's liveness check on acquire.
 /// [`explain_batch`](Self::explain_batch) shows both plans.
 ///
-/// Batches are therefore usually **shorter than the batch size** (about 870 batches of a
+/// Batches are therefore usually **shorter than the batch size** (about 810 batches of a
 /// limit of 1000 for 780,000 rows); they are never longer.
 ///
 /// # Commit and timeouts
