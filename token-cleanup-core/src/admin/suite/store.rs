@@ -22,6 +22,8 @@ pub struct SuiteStore<S> {
     inner: Arc<S>,
     /// Batches committed so far.
     batches: AtomicUsize,
+    /// Rows each committed batch deleted, in order.
+    deleted: std::sync::Mutex<Vec<u64>>,
     /// Hold the batch after this many committed batches (`usize::MAX`: never).
     hold_after: AtomicUsize,
     /// Whether a batch is waiting at the gate.
@@ -41,6 +43,7 @@ impl<S: TestStore> SuiteStore<S> {
         Self {
             inner,
             batches: AtomicUsize::new(0),
+            deleted: Default::default(),
             hold_after: AtomicUsize::new(usize::MAX),
             waiting: AtomicBool::new(false),
             gate: Semaphore::new(0),
@@ -51,6 +54,14 @@ impl<S: TestStore> SuiteStore<S> {
     /// The store under test.
     pub(crate) fn inner(&self) -> &Arc<S> {
         &self.inner
+    }
+
+    /// Rows each committed batch deleted, in order.
+    pub(crate) fn deleted(&self) -> Vec<u64> {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Holds the next delete batch once `n` batches have been committed.
@@ -124,6 +135,10 @@ impl<S: TestStore> TokenStore for SuiteStore<S> {
             drop(permit);
         }
         let outcome = self.inner.delete_batch(filter, limit).await?;
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(outcome.deleted);
         self.batches.fetch_add(1, Ordering::SeqCst);
         Ok(outcome)
     }
