@@ -367,14 +367,7 @@ impl MySqlStore {
         sql: &'q str,
         filter: &BatchFilter,
     ) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(filter.token_type.clone());
-        q = match filter.criterion {
-            Criterion::Expired { before } => q.bind(before),
-            Criterion::Used {
-                before,
-                not_expired_before,
-            } => q.bind(before).bind(not_expired_before),
-        };
+        let mut q = super::sql::bind_criterion(sqlx::query(AssertSqlSafe(sql)), filter);
         if let Some(resume) = filter.resume_from {
             q = q.bind(resume);
         }

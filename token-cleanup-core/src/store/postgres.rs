@@ -11,7 +11,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::kept::KeptConnection;
-use super::sql::{QuotedNames, Statements, TimeEncoding, decode_type_counts, fnv1a32};
+use super::sql::{
+    QuotedNames, Statements, TimeEncoding, bind_criterion, decode_type_counts, fnv1a32,
+};
 use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
@@ -482,14 +484,7 @@ impl PostgresStore {
         filter: &BatchFilter,
         keys: &[DateTime<Utc>],
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q = q.bind(filter.token_type.clone());
-        q = match filter.criterion {
-            Criterion::Expired { before } => q.bind(before),
-            Criterion::Used {
-                before,
-                not_expired_before,
-            } => q.bind(before).bind(not_expired_before),
-        };
+        q = bind_criterion(q, filter);
         for key in keys {
             q = q.bind(*key);
         }

@@ -694,6 +694,28 @@ where
     Ok(mode.sweeps(found, rows))
 }
 
+/// Binds a batch condition's type and cutoffs in the order every store numbers them: the
+/// type, the criterion's cutoff, then the used criterion's expiry bound.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn bind_criterion<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    filter: &BatchFilter,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let q = q.bind(filter.token_type.clone());
+    match filter.criterion {
+        Criterion::Expired { before } => q.bind(before),
+        Criterion::Used {
+            before,
+            not_expired_before,
+        } => q.bind(before).bind(not_expired_before),
+    }
+}
+
 /// A stable 32-bit FNV-1a hash, for advisory lock keys derived from names.
 pub(crate) fn fnv1a32(parts: &[&str]) -> i32 {
     let mut hash: u32 = 0x811c_9dc5;
