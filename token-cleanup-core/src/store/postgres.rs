@@ -14,6 +14,7 @@ use super::kept::KeptConnection;
 use super::sql::{
     QuotedNames, Statements, TimeEncoding, bind_criterion, decode_type_counts, fnv1a32,
 };
+use super::window::MAX_WIDTH;
 use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
@@ -32,84 +33,12 @@ const LOCKED_SETTING: &str = "token_cleanup.locked";
 /// instance).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// How many of its typical deviations a window's count may rise above the count it was
-/// sized for before it holds more than a batch and is rolled back.
-const WINDOW_MARGIN: f64 = 4.0;
-
-/// The share of a batch a window aims at, however steady the density of keys.
-const FILL_RANGE: (f64, f64) = (0.5, 0.97);
-
-/// Most a window widens or narrows from one batch to the next.
-const WINDOW_STEP: f64 = 4.0;
-
 /// Batches that follow each other within this long chain their transactions: one round
 /// trip commits a batch and begins the next one's.
 const CHAIN_WITHIN: Duration = Duration::from_millis(5);
 
-/// The widest window (about 290 years, in microseconds): "up to the cutoff".
-const MAX_WIDTH: i64 = i64::MAX / 1024;
-
-/// The key window of a pass's next batch, sized from the density of keys in the
-/// previous one.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Window {
-    /// First key (inclusive): where the previous window ended.
-    start: DateTime<Utc>,
-    /// Width in microseconds (PostgreSQL's time resolution), at least 1.
-    width: i64,
-    /// Typical relative deviation of a window's count from the count it was sized for
-    /// (a moving average), which sets how much of a batch the next window aims at.
-    spread: f64,
-}
-
-impl Window {
-    /// The most a window's spread counts: enough to aim at the smallest fill.
-    const MAX_SPREAD: f64 = (1.0 - FILL_RANGE.0) / WINDOW_MARGIN;
-
-    /// A window from `start`, where `limit` rows spanned `span` microseconds (a probe).
-    /// Counts are assumed to vary at least as a Poisson count does (`1 / sqrt(limit)`),
-    /// or as `spread` says they did so far in the pass.
-    fn probed(start: DateTime<Utc>, span: i64, limit: u32, spread: Option<f64>) -> Self {
-        let poisson = 1.0 / f64::from(limit.max(1)).sqrt();
-        let mut window = Self {
-            start,
-            width: 1,
-            spread: spread.unwrap_or(poisson).max(poisson).min(Self::MAX_SPREAD),
-        };
-        window.width = scaled(span, window.fill());
-        window
-    }
-
-    /// The share of a batch this window aims at: smaller when counts vary more.
-    fn fill(&self) -> f64 {
-        (1.0 - WINDOW_MARGIN * self.spread).clamp(FILL_RANGE.0, FILL_RANGE.1)
-    }
-
-    /// How far `found` rows are from what this window aimed at, relatively.
-    fn deviation(&self, found: u64, limit: u32) -> f64 {
-        (found as f64 / (self.fill() * f64::from(limit)) - 1.0).abs()
-    }
-
-    /// The window from `end` that follows this one, which held `found` rows (at least
-    /// one: after an empty window the next one is probed).
-    fn next(&self, end: DateTime<Utc>, found: u64, limit: u32) -> Self {
-        let spread =
-            (0.75 * self.spread + 0.25 * self.deviation(found, limit)).min(Self::MAX_SPREAD);
-        let mut next = Self {
-            start: end,
-            width: self.width,
-            spread,
-        };
-        let factor = next.fill() * f64::from(limit) / found.max(1) as f64;
-        next.width = scaled(self.width, factor.clamp(1.0 / WINDOW_STEP, WINDOW_STEP));
-        next
-    }
-}
-
-/// `width` times `factor`, as a window width.
-fn scaled(width: i64, factor: f64) -> i64 {
-    ((width as f64 * factor) as i64).clamp(1, MAX_WIDTH)
-}
+/// A pass's key window: from an expiry, in microseconds.
+type Window = super::window::Window<DateTime<Utc>>;
 
 /// The next window of each pass in progress, by type and criterion.
 #[derive(Debug, Default)]
@@ -1012,59 +941,5 @@ impl crate::test_util::TestStore for PostgresStore {
 
     fn time_precision(&self) -> chrono::TimeDelta {
         chrono::TimeDelta::microseconds(1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn start() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
-    }
-
-    #[test]
-    fn probed_window_aims_below_a_poisson_count() {
-        // 1000 rows spanned 1000 µs: a window of about 87 % of that.
-        assert_eq!(Window::probed(start(), 1000, 1000, None).width, 873);
-        assert_eq!(Window::probed(start(), 5000, 5000, None).width, 4717);
-        // Tiny batches aim at half of one.
-        assert_eq!(Window::probed(start(), 10, 3, None).width, 5);
-        // What the pass has seen counts, within bounds.
-        assert_eq!(Window::probed(start(), 1000, 1000, Some(0.1)).width, 600);
-        assert_eq!(Window::probed(start(), 1000, 1000, Some(9.0)).width, 500);
-        assert_eq!(Window::probed(start(), 1000, 1000, Some(0.0)).width, 873);
-    }
-
-    #[test]
-    fn steady_counts_fill_windows_up_to_the_cap() {
-        let mut window = Window::probed(start(), 1000, 1000, None);
-        for _ in 0..50 {
-            // Exactly the rows the window was sized for, one per microsecond.
-            let found = window.width as u64;
-            let end = start() + TimeDelta::microseconds(window.width);
-            window = window.next(end, found, 1000);
-        }
-        assert!((window.fill() - FILL_RANGE.1).abs() < 1e-9, "{window:?}");
-        assert_eq!(window.width, 970);
-    }
-
-    #[test]
-    fn windows_follow_density_a_step_at_a_time() {
-        let window = Window::probed(start(), 1000, 1000, None);
-        let end = start() + TimeDelta::microseconds(window.width);
-        // Ten times denser than expected: a quarter as wide, and aiming lower.
-        let next = window.next(end, 8730, 1000);
-        assert_eq!(next.width, window.width / 4);
-        assert_eq!(next.fill(), FILL_RANGE.0);
-        // Ten times sparser: four times as wide.
-        assert_eq!(window.next(end, 87, 1000).width, window.width * 4);
-        // An outlier's weight fades within a few windows.
-        let mut window = next;
-        for _ in 0..6 {
-            let found = (window.fill() * 1000.0) as u64;
-            window = window.next(end, found, 1000);
-        }
-        assert!(window.fill() > 0.85, "{window:?}");
     }
 }
