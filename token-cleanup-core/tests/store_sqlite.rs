@@ -253,19 +253,25 @@ async fn background_checkpoints_keep_the_log_short() {
     );
 }
 
-/// A sweep's probe reads a few batches' worth of rowids at a time, yet batches stay full
-/// where expired tokens are sparse (one in ten here), and a long run of live tokens after
-/// the last expired one ends the sweep without deleting any of them.
+/// Sweep windows follow the density of expired rows: full batches where every row is
+/// expired, wider windows where few are, walks through live rows, and a rolled-back
+/// window where the density jumps; never a batch over its limit, never a live token.
 #[tokio::test]
-async fn sweep_batches_stay_full_across_probe_windows() {
+async fn sweep_windows_follow_density() {
     use chrono::TimeDelta;
     use token_cleanup_core::test_util::{ObservedStore, TestStore, suite};
     use token_cleanup_core::{CleanupRequest, Token};
 
     let store = fresh_with(TimeFormat::Rfc3339Text, SweepMode::Always).await;
-    let tokens: Vec<Token> = (1..=5000)
+    let expired = |i: i64| match i {
+        1..=2000 => true,
+        2001..=4000 => i % 10 == 0,
+        5001..=5400 => true,
+        _ => false,
+    };
+    let tokens: Vec<Token> = (1..=6000)
         .map(|i| {
-            let expires = if i % 10 == 0 && i <= 4000 {
+            let expires = if expired(i) {
                 suite::t0() - TimeDelta::minutes(i)
             } else {
                 suite::t0() + TimeDelta::minutes(i)
@@ -279,13 +285,21 @@ async fn sweep_batches_stay_full_across_probe_windows() {
         .cleanup_expired_tokens(CleanupRequest::new(["invite"]).batch_size(40))
         .await
         .unwrap();
-    assert_eq!(report.total_cleaned, 400);
-    let mut expected = vec![(40, 40); 10];
-    expected.push((40, 0));
-    assert_eq!(
-        observed.batches(),
-        expected,
-        "ten full batches, then the end"
+    assert_eq!(report.total_cleaned, 2600);
+    let batches = observed.batches();
+    assert!(
+        batches.iter().all(|&(limit, n)| limit == 40 && n <= 40),
+        "{batches:?}"
     );
-    assert_eq!(store.token_ids().await.unwrap().len(), 4600);
+    // Where every row is expired, a window of 40 rowids is a full batch.
+    assert_eq!(batches[..50], [(40, 40); 50], "{batches:?}");
+    // 65 batches' worth of rows; the sparse stretch takes windows of 8 batches' worth
+    // of rowids (32 rows), and the dense one after the live stretch starts with one.
+    assert!(
+        (65..=75).contains(&batches.len()),
+        "{} batches: {batches:?}",
+        batches.len()
+    );
+    let left: Vec<i64> = (1..=6000).filter(|&i| !expired(i)).collect();
+    assert_eq!(store.token_ids().await.unwrap(), left);
 }

@@ -603,23 +603,6 @@ impl SweepProbe {
         }
     }
 
-    /// Rows still to find for a batch of `limit`.
-    pub(crate) fn wanted(&self, limit: u32) -> u32 {
-        u32::try_from(u64::from(limit).saturating_sub(self.counted)).unwrap_or(0)
-    }
-
-    /// Adds what a probe of the following keys found.
-    pub(crate) fn absorb(&mut self, next: SweepProbe) {
-        for (token_type, n) in next.deleted {
-            match self.deleted.iter_mut().find(|(t, _)| *t == token_type) {
-                Some((_, m)) => *m += n,
-                None => self.deleted.push((token_type, n)),
-            }
-        }
-        self.counted += next.counted;
-        self.hi = Ord::max(self.hi, next.hi);
-    }
-
     /// The outcome of a batch whose `DELETE` removed `removed` rows up to `hi`, its probe
     /// having examined the keys up to `examined_to` when it found fewer than `limit` rows,
     /// or an error (the caller rolls back) when that is not what the probe counted:

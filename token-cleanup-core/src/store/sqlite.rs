@@ -1,5 +1,6 @@
 //! SQLite store (sqlx + sea-query).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -13,21 +14,47 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 
 use super::sql::{
-    QuotedNames, Statements, SweepProbe, TimeEncoding, decode_type_counts, parse_sqlite_time,
-    sweep_args, sweep_pays,
+    QuotedNames, Statements, TimeEncoding, decode_type_counts, parse_sqlite_time, sweep_pays,
 };
-use super::{BatchFilter, BatchOutcome, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts};
+use super::window::Window;
+use super::{
+    BatchFilter, BatchOutcome, Criterion, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts,
+};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
 
 const STORE: &str = "sqlite";
 
-/// A sweep probe examines at most this many batches' worth of rowids.
-const SWEEP_WINDOW: i64 = 4;
+/// A sweep batch's window spans at most this many batches' worth of rowids, which bounds
+/// how long a batch holds the write lock while it walks a long run of live tokens.
+const SWEEP_WINDOW: i64 = 8;
 
-/// How long one sweep batch's probe reads on through windows before it deletes what it
-/// found (or, having found nothing, returns to the engine).
-const PROBE_BUDGET: Duration = Duration::from_millis(100);
+/// How long one sweep batch walks on through windows that hold no expired token before
+/// it returns to the engine (a batch boundary to stop at).
+const EMPTY_BUDGET: Duration = Duration::from_millis(100);
+
+/// The next window of each sweep in progress, by where it starts and where the sweep ends.
+#[derive(Debug, Default)]
+struct SweepWindows(std::sync::Mutex<HashMap<(i64, i64), Window<i64>>>);
+
+impl SweepWindows {
+    fn slot(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Window<i64>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The window that continues `sweep`, if this store ran its previous batch.
+    fn take(&self, sweep: &Sweep) -> Option<Window<i64>> {
+        self.slot().remove(&(sweep.position, sweep.end))
+    }
+
+    fn set(&self, sweep: &Sweep, window: Window<i64>) {
+        let mut windows = self.slot();
+        if windows.len() >= 1024 {
+            windows.clear();
+        }
+        windows.insert((window.start, sweep.end), window);
+    }
+}
 
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
@@ -38,17 +65,17 @@ const PROBE_BUDGET: Duration = Duration::from_millis(100);
 ///
 /// When at least a fifth of the table is expired ([`SweepMode::Auto`]), the expired
 /// tokens of every requested type go in one [sweep](crate::TokenStore::plan_sweep) in
-/// rowid order. Each batch is two statements on the table's own b-tree (`NOT INDEXED`): a
-/// read that finds the rowid of the `n`-th expired row after the previous batch and counts
-/// the rows per type, then, in a `BEGIN IMMEDIATE` transaction, a `DELETE` of the expired
-/// rows up to it, committed only if it deleted exactly the rows the read counted (else it
-/// rolls back and the batch is retried). The rows go in the order a single `DELETE`
-/// would visit them, each page is written by one batch, no row is looked up through an
-/// index, and the write lock is free while the next batch's read runs. The read looks at
-/// no more than four batches' worth of rowids per statement, taking the connection anew
-/// for each, until it has found `n` rows: where the cleanup shares a one-connection pool
-/// with the host's writes, they never wait behind a read through a long run of live
-/// tokens.
+/// rowid order: the order a single `DELETE` visits them, each page written by one batch.
+/// Each batch is a window of rowids after the previous one, deleted in a `BEGIN
+/// IMMEDIATE` transaction by one `DELETE` per type on the table's own b-tree (`NOT
+/// INDEXED`), whose counts are the batch's counts per type. Nothing reads ahead: the
+/// window is sized from the density of expired rows in the previous one, aiming a little
+/// below the batch size, never narrower than `batch_size` rowids (which cannot hold more
+/// than `batch_size` rows) and never wider than eight batches' worth (which bounds how
+/// long a batch holds the write lock in a run of live tokens). A window that holds more
+/// than a batch is rolled back and tried at half its width. (A read that first found
+/// where the batch ends and counted its rows per type cost a third of the run; the
+/// README has the measurements.)
 ///
 /// Otherwise (and for used tokens) each batch is one `DELETE .. WHERE id IN (SELECT id ..
 /// ORDER BY expires_at LIMIT n)` per type, through the `(type, expires_at)` index. Either
@@ -92,6 +119,7 @@ pub struct SqliteStore {
     sql: Statements,
     names: QuotedNames,
     sweep: SweepMode,
+    windows: SweepWindows,
     checkpointer: Option<Arc<Checkpointer>>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
@@ -113,6 +141,7 @@ impl SqliteStore {
             sql,
             names,
             sweep: SweepMode::default(),
+            windows: SweepWindows::default(),
             checkpointer,
             #[cfg(feature = "test-util")]
             faults: Default::default(),
@@ -169,28 +198,25 @@ impl SqliteStore {
         }
     }
 
-    /// The sweep's probe and delete statements: rows of `sweep` after `?1` (up to `?2`),
-    /// on the table b-tree. The probe's `LIMIT` is the last parameter.
-    fn sweep_sql(&self, sweep: &Sweep) -> (String, String, Vec<Value>) {
-        let QuotedNames { table, ty, .. } = &self.names;
-        let mut values = Vec::new();
-        let cond = self
-            .sql
-            .sweep_condition(&self.names, &sweep.filters, |value| {
-                values.push(value);
-                format!("?{}", values.len() + 2)
-            });
-        let limit = values.len() + 3;
-        let probe = format!(
-            "SELECT {ty}, count(*), max(r) FROM (\
-               SELECT _rowid_ AS r, {ty} FROM {table} NOT INDEXED \
-               WHERE _rowid_ > ?1 AND _rowid_ <= ?2 AND ({cond}) ORDER BY _rowid_ LIMIT ?{limit}) \
-             GROUP BY {ty}"
-        );
+    /// The sweep's deletes, one per token type: its expired rows after rowid `?1` up to
+    /// `?2`, on the table b-tree, with the type and cutoff to bind as `?3` and `?4`.
+    fn sweep_deletes(&self, sweep: &Sweep) -> (String, Vec<(String, Value)>) {
+        let QuotedNames { table, ty, exp, .. } = &self.names;
         let delete = format!(
-            "DELETE FROM {table} NOT INDEXED WHERE _rowid_ > ?1 AND _rowid_ <= ?2 AND ({cond})"
+            "DELETE FROM {table} NOT INDEXED \
+             WHERE _rowid_ > ?1 AND _rowid_ <= ?2 AND {ty} = ?3 AND {exp} < ?4"
         );
-        (probe, delete, values)
+        let types = sweep
+            .filters
+            .iter()
+            .filter_map(|f| match f.criterion {
+                Criterion::Expired { before } => {
+                    Some((f.token_type.clone(), self.sql.time.bound(before)))
+                }
+                Criterion::Used { .. } => None,
+            })
+            .collect();
+        (delete, types)
     }
 
     async fn execute<S: SqlxBinder>(&self, stmt: &S, operation: &'static str) -> Result<u64> {
@@ -325,70 +351,83 @@ impl TokenStore for SqliteStore {
     }
 
     async fn sweep_batch(&self, sweep: &Sweep, limit: u32) -> Result<SweepOutcome> {
-        let (probe, delete, values) = self.sweep_sql(sweep);
+        let (delete, types) = self.sweep_deletes(sweep);
         self.before_write().await;
-        // The probe reads outside the write transaction, so a writer waiting for the lock
-        // gets in while it runs. It reads windows of at most `SWEEP_WINDOW` batches' worth
-        // of rowids, each on a connection of its own, until it has found `limit` rows: a
-        // host sharing a one-connection pool with the cleanup waits for one window at
-        // most, even where a long run of live tokens follows.
+        // No read ahead: the window of rowids is sized from the density of expired rows
+        // in the previous one. It is never narrower than `limit` rowids, which cannot
+        // hold more than `limit` rows, and never wider than `SWEEP_WINDOW` batches.
+        let narrowest = i64::from(limit);
+        let widest = SWEEP_WINDOW.saturating_mul(narrowest);
+        let mut window = self
+            .windows
+            .take(sweep)
+            .unwrap_or_else(|| Window::probed(sweep.position, narrowest, limit, None));
         let started = std::time::Instant::now();
-        let mut found = SweepProbe::new(Vec::new());
-        let mut window = sweep.clone();
-        let mut conn = loop {
-            let window_end = sweep.end.min(
-                window
-                    .position
-                    .saturating_add(SWEEP_WINDOW * i64::from(limit)),
-            );
+        loop {
+            window.width = window.width.clamp(narrowest, widest);
+            // The connection is taken anew for each window: a host sharing a
+            // one-connection pool with the cleanup gets in between them.
             let mut conn = self
                 .pool
                 .acquire()
                 .await
-                .map_err(err("find a sweep batch"))?;
-            let rows = sqlx::query_as_with(
-                AssertSqlSafe(probe.as_str()),
-                SqlxValues(sweep_args(
-                    &window,
-                    window_end,
-                    &values,
-                    Some(found.wanted(limit)),
-                )),
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(err("find a sweep batch"))?;
-            found.absorb(SweepProbe::new(rows));
-            window.position = window_end;
-            if found.wanted(limit) == 0
-                || window_end >= sweep.end
-                || started.elapsed() >= PROBE_BUDGET
-            {
-                break conn;
+                .map_err(err("begin a sweep batch"))?;
+            let hi = sweep.end.min(window.start.saturating_add(window.width));
+            let mut tx = conn
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(err("begin a sweep batch"))?;
+            let mut deleted = Vec::with_capacity(types.len());
+            let mut total = 0u64;
+            for (token_type, cutoff) in &types {
+                let n = sqlx::query_with(
+                    AssertSqlSafe(delete.as_str()),
+                    SqlxValues(sea_query::Values(vec![
+                        Value::from(window.start),
+                        Value::from(hi),
+                        Value::from(token_type.as_str()),
+                        cutoff.clone(),
+                    ])),
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(err("delete a sweep batch"))?
+                .rows_affected();
+                total += n;
+                if total > u64::from(limit) {
+                    break;
+                }
+                if n > 0 {
+                    deleted.push((token_type.clone(), n));
+                }
             }
-        };
-        let examined_to = window.position;
-        let Some(hi) = found.hi else {
-            return Ok(SweepProbe::nothing_found(sweep, examined_to));
-        };
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err("begin a sweep batch"))?;
-        let removed = sqlx::query_with(
-            AssertSqlSafe(delete),
-            SqlxValues(sweep_args(sweep, hi, &values, None)),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(err("delete a sweep batch"))?
-        .rows_affected();
-        // A mismatch means the host changed rows of the range after the probe (an expiry
-        // moved, a token deleted); dropping `tx` rolls back and the engine retries.
-        let outcome = found.outcome(STORE, sweep, (hi, examined_to), removed, limit)?;
-        tx.commit().await.map_err(err("commit a sweep batch"))?;
-        self.committed(removed);
-        Ok(outcome)
+            if total > u64::from(limit) {
+                // Denser than the previous window: roll back and try half of it, aiming
+                // lower (down to `limit` rowids, which cannot overflow).
+                tx.rollback()
+                    .await
+                    .map_err(err("roll back a sweep batch"))?;
+                window.width /= 2;
+                window.spread = Window::<i64>::MAX_SPREAD;
+                continue;
+            }
+            tx.commit().await.map_err(err("commit a sweep batch"))?;
+            self.committed(total);
+            let done = hi >= sweep.end;
+            window = window.next(hi, total, limit);
+            if total == 0 && !done && started.elapsed() < EMPTY_BUDGET {
+                // A run of live tokens: walk on in wider windows.
+                continue;
+            }
+            if !done {
+                self.windows.set(sweep, window);
+            }
+            return Ok(SweepOutcome {
+                deleted,
+                position: hi,
+                done,
+            });
+        }
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
@@ -577,6 +616,11 @@ super::sql::sql_run_store! {
 #[cfg(feature = "test-util")]
 #[async_trait]
 impl crate::test_util::TestStore for SqliteStore {
+    /// A sweep's windows may hold fewer rows than a batch; type-by-type batches are full.
+    fn fills_batches(&self) -> bool {
+        self.sweep == SweepMode::Never
+    }
+
     async fn insert_tokens(&self, tokens: &[crate::Token]) -> Result<()> {
         for chunk in tokens.chunks(1000) {
             let stmt = self.sql.insert_tokens(chunk);
