@@ -9,9 +9,10 @@
 //! Options: `--tokens N` (default 500,000; 80% expired), `--batch-sizes 100,500,..`,
 //! `--runs R` (default 3; times are medians), `--json`, `--no-memory` (skip the peak
 //! memory check at 100k and 1M tokens, which runs each cleanup in a child process).
-//! Variations: `--pause-ms P` (sleep after each batch), `--autocheckpoint PAGES` (the
-//! cleanup connection's `wal_autocheckpoint`), `--shared-pool` (the writer and the cleanup
-//! share one single-connection write pool instead of using two connections), `--sweep
+//! Variations: `--pause-ms P` (sleep after each batch), `--pragma NAME=VALUE` (a pragma
+//! of the cleanup's connection, which also runs the single statement; repeatable), `--shared-pool` (the writer and the cleanup
+//! share one single-connection write pool instead of using two connections), `--no-writer`
+//! (no concurrent writer), `--sweep
 //! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table),
 //! `--inline-checkpoints` (the store's background checkpoints off: SQLite checkpoints
 //! inside the commit that fills the log, as it does by default).
@@ -40,8 +41,9 @@ struct Args {
     json: bool,
     memory: bool,
     pause: Duration,
-    autocheckpoint: Option<u32>,
+    pragmas: Vec<(String, String)>,
     shared_pool: bool,
+    writer: bool,
     inline_checkpoints: bool,
     sweep: SweepMode,
     child: Option<(PathBuf, u32)>,
@@ -55,8 +57,9 @@ fn parse_args() -> Args {
         json: false,
         memory: true,
         pause: Duration::ZERO,
-        autocheckpoint: None,
+        pragmas: Vec::new(),
         shared_pool: false,
+        writer: true,
         inline_checkpoints: false,
         sweep: SweepMode::Auto,
         child: None,
@@ -80,10 +83,14 @@ fn parse_args() -> Args {
                     value("--pause-ms").parse::<f64>().expect("--pause-ms P") / 1000.0,
                 )
             }
-            "--autocheckpoint" => {
-                args.autocheckpoint = Some(value("--autocheckpoint").parse().expect("pages"))
+            "--pragma" => {
+                let pragma = value("--pragma");
+                let (name, value) = pragma.split_once('=').expect("--pragma NAME=VALUE");
+                args.pragmas
+                    .push((name.trim().to_owned(), value.trim().to_owned()));
             }
             "--shared-pool" => args.shared_pool = true,
+            "--no-writer" => args.writer = false,
             "--inline-checkpoints" => args.inline_checkpoints = true,
             "--sweep" => {
                 args.sweep = match value("--sweep").as_str() {
@@ -117,14 +124,16 @@ struct Measure {
 
 async fn measure(args: &Args, template: &Path, work: &Path, batch_size: Option<u32>) -> Measure {
     support::fresh_copy(template, work);
-    let pool = support::open_pool_with(work, 1, args.autocheckpoint).await;
+    let pool = support::open_pool_with(work, 1, &args.pragmas).await;
     let writer_pool = if args.shared_pool {
         pool.clone()
     } else {
         support::open_pool(work, 1).await
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let writer = tokio::spawn(support::concurrent_writer(writer_pool.clone(), stop_rx));
+    let writer = args
+        .writer
+        .then(|| tokio::spawn(support::concurrent_writer(writer_pool.clone(), stop_rx)));
     // Let the writer reach its steady rhythm first.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let m = match batch_size {
@@ -158,8 +167,12 @@ async fn measure(args: &Args, template: &Path, work: &Path, batch_size: Option<u
             }
         }
     };
-    stop_tx.send(true).expect("writer alive");
-    let (worst, inserts) = writer.await.expect("writer");
+    // Without a writer nobody listens; with one, it stops after its current insert.
+    let _ = stop_tx.send(true);
+    let (worst, inserts) = match writer {
+        Some(writer) => writer.await.expect("writer"),
+        None => (Duration::ZERO, 0),
+    };
     pool.close().await;
     writer_pool.close().await;
     Measure {
@@ -268,7 +281,7 @@ async fn main() {
                 "tokens": args.tokens,
                 "runs": args.runs,
                 "pause_ms": args.pause.as_secs_f64() * 1000.0,
-                "autocheckpoint": args.autocheckpoint,
+                "pragmas": args.pragmas.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>(),
                 "shared_pool": args.shared_pool,
                 "background_checkpoints": !args.inline_checkpoints,
                 "sweep": format!("{:?}", args.sweep).to_lowercase(),
@@ -281,7 +294,7 @@ async fn main() {
     }
 
     println!(
-        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}, {} checkpoints; {} inserts every 2 ms{}{}\n",
+        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}, {} checkpoints; {}{}{}\n",
         args.tokens,
         support::EXPIRED_FRACTION * 100.0,
         args.runs,
@@ -291,19 +304,22 @@ async fn main() {
         } else {
             "background"
         },
-        if args.shared_pool {
-            "a writer sharing the cleanup's one-connection pool"
+        if !args.writer {
+            "no concurrent writer"
+        } else if args.shared_pool {
+            "a writer sharing the cleanup's one-connection pool inserts every 2 ms"
         } else {
-            "a second connection"
+            "a second connection inserts every 2 ms"
         },
         if args.pause.is_zero() {
             String::new()
         } else {
             format!("; {:?} pause after each batch", args.pause)
         },
-        args.autocheckpoint.map_or(String::new(), |p| format!(
-            "; cleanup wal_autocheckpoint={p}"
-        )),
+        args.pragmas
+            .iter()
+            .map(|(name, value)| format!("; cleanup PRAGMA {name}={value}"))
+            .collect::<String>(),
     );
     println!(
         "| batch size | rows/s | time (s) | vs one DELETE | batches | worst batch (ms) | writer worst wait (ms) |"

@@ -23,14 +23,14 @@ pub(crate) const EXPIRED_FRACTION: f64 = 0.8;
 
 /// Opens `path` the way a host should: WAL, synchronous NORMAL, 5 s busy timeout.
 pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> SqlitePool {
-    open_pool_with(path, max_connections, None).await
+    open_pool_with(path, max_connections, &[]).await
 }
 
-/// [`open_pool`] with a `wal_autocheckpoint` (pages) for its connections.
+/// [`open_pool`] with extra pragmas (name, value) for its connections.
 pub(crate) async fn open_pool_with(
     path: &Path,
     max_connections: u32,
-    autocheckpoint: Option<u32>,
+    pragmas: &[(String, String)],
 ) -> SqlitePool {
     let mut options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .expect("path")
@@ -38,8 +38,8 @@ pub(crate) async fn open_pool_with(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5));
-    if let Some(pages) = autocheckpoint {
-        options = options.pragma("wal_autocheckpoint", pages.to_string());
+    for (name, value) in pragmas {
+        options = options.pragma(name.clone(), value.clone());
     }
     SqlitePoolOptions::new()
         .max_connections(max_connections)
