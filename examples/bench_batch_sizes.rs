@@ -12,7 +12,8 @@
 //! Variations: `--pause-ms P` (sleep after each batch), `--pragma NAME=VALUE` (a pragma
 //! of the cleanup's connection, which also runs the single statement; repeatable), `--shared-pool` (the writer and the cleanup
 //! share one single-connection write pool instead of using two connections), `--no-writer`
-//! (no concurrent writer), `--sweep
+//! (no concurrent writer), `--sequential-hashes` (token hashes that grow with the id, so
+//! that the unique hash index is in insertion order, instead of random ones), `--sweep
 //! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table),
 //! `--inline-checkpoints` (the store's background checkpoints off: SQLite checkpoints
 //! inside the commit that fills the log, as it does by default).
@@ -42,6 +43,7 @@ struct Args {
     memory: bool,
     pause: Duration,
     pragmas: Vec<(String, String)>,
+    hashes: support::Hashes,
     shared_pool: bool,
     writer: bool,
     inline_checkpoints: bool,
@@ -58,6 +60,7 @@ fn parse_args() -> Args {
         memory: true,
         pause: Duration::ZERO,
         pragmas: Vec::new(),
+        hashes: support::Hashes::Random,
         shared_pool: false,
         writer: true,
         inline_checkpoints: false,
@@ -91,6 +94,7 @@ fn parse_args() -> Args {
             }
             "--shared-pool" => args.shared_pool = true,
             "--no-writer" => args.writer = false,
+            "--sequential-hashes" => args.hashes = support::Hashes::Sequential,
             "--inline-checkpoints" => args.inline_checkpoints = true,
             "--sweep" => {
                 args.sweep = match value("--sweep").as_str() {
@@ -211,7 +215,7 @@ async fn main() {
     }
 
     let dir = std::env::temp_dir().join("token-cleanup-bench");
-    let template = support::seed_template(&dir, args.tokens).await;
+    let template = support::seed_template(&dir, args.tokens, args.hashes).await;
     let work = dir.join("example-work.db");
 
     let mut rows = Vec::new();
@@ -232,7 +236,7 @@ async fn main() {
     if args.memory {
         let exe = std::env::current_exe().expect("current exe");
         for tokens in [100_000u64, 1_000_000] {
-            let template = support::seed_template(&dir, tokens).await;
+            let template = support::seed_template(&dir, tokens, args.hashes).await;
             let child_db = dir.join(format!("memory-{tokens}.db"));
             support::fresh_copy(&template, &child_db);
             let out = Command::new(&exe)
@@ -283,6 +287,7 @@ async fn main() {
                 "pause_ms": args.pause.as_secs_f64() * 1000.0,
                 "pragmas": args.pragmas.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>(),
                 "shared_pool": args.shared_pool,
+                "token_hashes": format!("{:?}", args.hashes).to_lowercase(),
                 "background_checkpoints": !args.inline_checkpoints,
                 "sweep": format!("{:?}", args.sweep).to_lowercase(),
                 "results": results,
@@ -294,9 +299,10 @@ async fn main() {
     }
 
     println!(
-        "SQLite (WAL), {} tokens, {:.0}% expired, median of {} interleaved runs, sweep {:?}, {} checkpoints; {}{}{}\n",
+        "SQLite (WAL), {} tokens, {:.0}% expired, {} token hashes, median of {} interleaved runs, sweep {:?}, {} checkpoints; {}{}{}\n",
         args.tokens,
         support::EXPIRED_FRACTION * 100.0,
+        format!("{:?}", args.hashes).to_lowercase(),
         args.runs,
         args.sweep,
         if args.inline_checkpoints {

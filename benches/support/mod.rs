@@ -12,7 +12,7 @@ use chrono::{TimeDelta, Utc};
 use token_cleanup::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use token_cleanup::sqlx::{self, SqlitePool};
+use token_cleanup::sqlx::{self, AssertSqlSafe, SqlitePool};
 use token_cleanup::{
     CleanupReport, CleanupRequest, SqliteStore, SweepMode, TokenCleanupService, TokenStore,
     TokenTable, token_types,
@@ -48,13 +48,24 @@ pub(crate) async fn open_pool_with(
         .expect("open SQLite")
 }
 
+/// How the seeded token hashes are ordered relative to the rowid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hashes {
+    /// 64 random hex digits, as the SHA-256 of a random token is: the unique
+    /// `token_hash` index is in random order, as in a real token table.
+    Random,
+    /// Hex digits that grow with the id: the index is in insertion order (what this
+    /// bench seeded before session 6; kept to compare).
+    Sequential,
+}
+
 /// Creates a migrated database with `tokens` rows: four types round-robin, expiry growing
 /// with the id (as in a live table), `EXPIRED_FRACTION` of them expired, every tenth used.
 /// Rows are generated inside SQLite, in the representation sqlx writes (`Rfc3339Text`).
-pub(crate) async fn seed_template(dir: &Path, tokens: u64) -> PathBuf {
+pub(crate) async fn seed_template(dir: &Path, tokens: u64, hashes: Hashes) -> PathBuf {
     std::fs::create_dir_all(dir).expect("bench dir");
-    let path = dir.join(format!("template-{tokens}.db"));
-    let tmp = dir.join(format!("template-{tokens}.tmp.db"));
+    let path = dir.join(format!("template-{tokens}-{hashes:?}.db"));
+    let tmp = dir.join(format!("template-{tokens}-{hashes:?}.tmp.db"));
     remove_db(&tmp);
     let pool = open_pool(&tmp, 1).await;
     let store = SqliteStore::new(pool.clone(), TokenTable::default());
@@ -62,17 +73,21 @@ pub(crate) async fn seed_template(dir: &Path, tokens: u64) -> PathBuf {
     // One token per `step` seconds; the first EXPIRED_FRACTION of them lie in the past.
     let step = 10i64;
     let start = Utc::now().timestamp() - (tokens as f64 * EXPIRED_FRACTION) as i64 * step;
-    sqlx::query(
+    let hash = match hashes {
+        Hashes::Random => "'sha256:' || lower(hex(randomblob(32)))",
+        Hashes::Sequential => "printf('sha256:%016x', i * 2654435761)",
+    };
+    sqlx::query(AssertSqlSafe(format!(
         "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?1)
          INSERT INTO verification_tokens (id, token_type, token_hash, expires_at, used_at)
          SELECT i + 1,
                 CASE i % 4 WHEN 0 THEN ?2 WHEN 1 THEN ?3 WHEN 2 THEN ?4 ELSE ?5 END,
-                printf('sha256:%016x', i * 2654435761),
+                {hash},
                 strftime('%Y-%m-%dT%H:%M:%S+00:00', ?6 + i * ?7, 'unixepoch'),
                 CASE WHEN (i / 4) % 10 = 0
                      THEN strftime('%Y-%m-%dT%H:%M:%S+00:00', ?6 + i * ?7 - 1800, 'unixepoch') END
-         FROM seq",
-    )
+         FROM seq"
+    )))
     .bind(tokens as i64)
     .bind(token_types::EMAIL_VERIFICATION)
     .bind(token_types::PASSWORD_RESET)
