@@ -3,11 +3,14 @@
 //! ```text
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
-//!     [--naive] [--synchronous-commit] [--sweep auto|always|never] [--url URL]
+//!     [--naive] [--synchronous-commit] [--sweep auto|always|never] [--sequential-hashes] \
+//!     [--url URL]
 //! ```
 //!
 //! It seeds one time-ordered table (ids in expiry order, four token types interleaved,
-//! about 78 % expired), indexed as `migrate()` indexes it. Then, for each batch size and
+//! about 78 % expired), indexed as `migrate()` indexes it. Token hashes are 64 hex digits
+//! in random order, as SHA-256 hashes of random tokens are (`--sequential-hashes`: `hash-<id>`,
+//! which sorts in insertion order, what this bench seeded before session 6). Then, for each batch size and
 //! `--runs` times on fresh data each, it times a single-statement
 //! `DELETE .. WHERE token_type IN (..) AND expires_at < cutoff` and a full cleanup run of
 //! the four types, and prints the medians, their ratio, the number of batches and the
@@ -71,12 +74,13 @@ struct Args {
     synchronous_commit: bool,
     sweep: SweepMode,
     url: Option<String>,
+    sequential_hashes: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
-         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--sweep auto|always|never] [--url URL]"
+         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--sweep auto|always|never] [--sequential-hashes] [--url URL]"
     );
     std::process::exit(2)
 }
@@ -92,6 +96,7 @@ fn parse_args() -> Args {
         synchronous_commit: false,
         sweep: SweepMode::Auto,
         url: None,
+        sequential_hashes: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -116,6 +121,7 @@ fn parse_args() -> Args {
             "--json" => args.json = true,
             "--naive" => args.naive = true,
             "--synchronous-commit" => args.synchronous_commit = true,
+            "--sequential-hashes" => args.sequential_hashes = true,
             "--sweep" => {
                 args.sweep = match value().as_str() {
                     "auto" => SweepMode::Auto,
@@ -276,7 +282,7 @@ fn numbers(tokens: u64) -> String {
 }
 
 /// Creates the seed table once: `tokens` rows, ids in expiry order.
-async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>) {
+async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>, sequential_hashes: bool) {
     match db {
         Db::Postgres(_) => {
             db.exec(format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE"))
@@ -320,9 +326,12 @@ async fn seed(db: &Db, tokens: u64, cutoff: DateTime<Utc>) {
             "CASE n % 4 WHEN 0 THEN '{t0}' WHEN 1 THEN '{t1}' WHEN 2 THEN '{t2}' ELSE '{t3}' END"
         ),
     };
-    let hash_expr = match db {
-        Db::MySql(_) => "CONCAT('hash-', n)",
-        _ => "'hash-' || n",
+    let hash_expr = match (db, sequential_hashes) {
+        (Db::MySql(_), true) => "CONCAT('hash-', n)",
+        (_, true) => "'hash-' || n",
+        (Db::Postgres(_), false) => "encode(sha256(('token-' || n)::bytea), 'hex')",
+        (Db::MySql(_), false) => "SHA2(CONCAT('token-', n), 256)",
+        (Db::Sqlite(_), false) => "lower(hex(randomblob(32)))",
     };
     db.exec(format!(
         "INSERT INTO {seed} (id, token_type, token_hash, expires_at) \
@@ -524,7 +533,7 @@ async fn main() {
     // A whole second, so that the literal in the single statement equals the cutoff.
     let cutoff = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
     let seed_started = Instant::now();
-    seed(&db, args.tokens, cutoff).await;
+    seed(&db, args.tokens, cutoff, args.sequential_hashes).await;
     if !args.json {
         println!(
             "{:?}: seeded {} tokens in {:.1} s",
@@ -614,11 +623,20 @@ async fn main() {
             "tokens": args.tokens,
             "runs": args.runs,
             "sweep": format!("{:?}", args.sweep).to_lowercase(),
+            "token_hashes": if args.sequential_hashes { "sequential" } else { "random" },
             "results": results,
             "plan": plan,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
     } else {
+        println!(
+            "\ntoken hashes: {}",
+            if args.sequential_hashes {
+                "sequential (hash-<id>)"
+            } else {
+                "random (64 hex digits)"
+            }
+        );
         println!(
             "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | naive shape ms (ratio) | until purged: single / cleanup ms (ratio) |"
         );
