@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Each iteration runs on a fresh copy of a seeded template (copying is not timed). The
-//! table has 50,000 tokens, 80% expired; `examples/bench_batch_sizes.rs` measures the
-//! 500,000-token case, writer latency and memory.
+//! table has 50,000 tokens, 80% expired, token hashes in random order;
+//! `examples/bench_batch_sizes.rs` measures the 500,000-token case, writer latency and
+//! memory.
 
 use std::time::{Duration, Instant};
 
