@@ -22,7 +22,11 @@ const BATCH_SIZES: [u32; 6] = [100, 500, 1000, 2000, 5000, 10_000];
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = std::env::temp_dir().join("token-cleanup-bench");
-    let template = rt.block_on(support::seed_template(&dir, TOKENS, support::Hashes::Random));
+    let template = rt.block_on(support::seed_template(
+        &dir,
+        TOKENS,
+        support::Hashes::Random,
+    ));
     let work = dir.join("criterion-work.db");
 
     let mut group = c.benchmark_group(format!("sqlite_cleanup_{TOKENS}_tokens"));
