@@ -783,7 +783,8 @@ macro_rules! __conformance_tests {
 ///
 /// `Auto` sweeps once a fifth of the table is expired and not before; `Always` and `Never`
 /// do as they say; a run on a sweeping store deletes the types together (two batches of
-/// at most 25 for 40 expired tokens of four types), one that does not goes type by type
+/// at most 25 for 40 expired tokens of four types, or, for a store whose sweep batches
+/// may be short, at least one batch across types), one that does not goes type by type
 /// (four batches), and both leave exactly the active tokens.
 pub async fn sweep_modes_are_obeyed<S: TestStore>(auto: Arc<S>, always: Arc<S>, never: Arc<S>) {
     let expired = |id: i64, ty: &str| Token::new(id, ty, t0() - TimeDelta::minutes(id));
