@@ -1,6 +1,5 @@
 //! PostgreSQL store (sqlx + sea-query).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,13 +41,9 @@ type Window = super::window::Window<DateTime<Utc>>;
 
 /// The next window of each pass in progress, by type and criterion.
 #[derive(Debug, Default)]
-struct Windows(std::sync::Mutex<HashMap<(String, bool), Window>>);
+struct Windows(super::window::Windows<(String, bool), DateTime<Utc>>);
 
 impl Windows {
-    fn slot(&self) -> std::sync::MutexGuard<'_, HashMap<(String, bool), Window>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn key(filter: &BatchFilter) -> (String, bool) {
         (filter.token_type.clone(), filter.criterion.is_used())
     }
@@ -57,22 +52,15 @@ impl Windows {
     /// previous batch.
     fn next(&self, filter: &BatchFilter) -> Option<Window> {
         let resume = filter.resume_from?;
-        self.slot()
-            .get(&Self::key(filter))
-            .copied()
-            .filter(|w| w.start == resume)
+        self.0.get(&Self::key(filter)).filter(|w| w.start == resume)
     }
 
     fn set(&self, filter: &BatchFilter, window: Window) {
-        let mut windows = self.slot();
-        if windows.len() >= 1024 {
-            windows.clear();
-        }
-        windows.insert(Self::key(filter), window);
+        self.0.set(Self::key(filter), window);
     }
 
     fn clear(&self, filter: &BatchFilter) {
-        self.slot().remove(&Self::key(filter));
+        self.0.clear(&Self::key(filter));
     }
 }
 

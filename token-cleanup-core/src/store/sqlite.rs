@@ -1,6 +1,5 @@
 //! SQLite store (sqlx + sea-query).
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -16,7 +15,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection, Sql
 use super::sql::{
     QuotedNames, Statements, TimeEncoding, decode_type_counts, parse_sqlite_time, sweep_pays,
 };
-use super::window::Window;
+use super::window::{Window, Windows};
 use super::{
     BatchFilter, BatchOutcome, Criterion, Sweep, SweepMode, SweepOutcome, TokenStore, TypeCounts,
 };
@@ -32,29 +31,6 @@ const SWEEP_WINDOW: i64 = 8;
 /// How long one sweep batch walks on through windows that hold no expired token before
 /// it returns to the engine (a batch boundary to stop at).
 const EMPTY_BUDGET: Duration = Duration::from_millis(100);
-
-/// The next window of each sweep in progress, by where it starts and where the sweep ends.
-#[derive(Debug, Default)]
-struct SweepWindows(std::sync::Mutex<HashMap<(i64, i64), Window<i64>>>);
-
-impl SweepWindows {
-    fn slot(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Window<i64>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The window that continues `sweep`, if this store ran its previous batch.
-    fn take(&self, sweep: &Sweep) -> Option<Window<i64>> {
-        self.slot().remove(&(sweep.position, sweep.end))
-    }
-
-    fn set(&self, sweep: &Sweep, window: Window<i64>) {
-        let mut windows = self.slot();
-        if windows.len() >= 1024 {
-            windows.clear();
-        }
-        windows.insert((window.start, sweep.end), window);
-    }
-}
 
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on SQLite.
 ///
@@ -119,7 +95,8 @@ pub struct SqliteStore {
     sql: Statements,
     names: QuotedNames,
     sweep: SweepMode,
-    windows: SweepWindows,
+    /// The next window of each sweep in progress, by where it starts and where it ends.
+    windows: Windows<(i64, i64), i64>,
     checkpointer: Option<Arc<Checkpointer>>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
@@ -141,7 +118,7 @@ impl SqliteStore {
             sql,
             names,
             sweep: SweepMode::default(),
-            windows: SweepWindows::default(),
+            windows: Windows::default(),
             checkpointer,
             #[cfg(feature = "test-util")]
             faults: Default::default(),
@@ -360,7 +337,7 @@ impl TokenStore for SqliteStore {
         let widest = SWEEP_WINDOW.saturating_mul(narrowest);
         let mut window = self
             .windows
-            .take(sweep)
+            .take(&(sweep.position, sweep.end))
             .unwrap_or_else(|| Window::probed(sweep.position, narrowest, limit, None));
         let started = std::time::Instant::now();
         loop {
@@ -420,7 +397,7 @@ impl TokenStore for SqliteStore {
                 continue;
             }
             if !done {
-                self.windows.set(sweep, window);
+                self.windows.set((window.start, sweep.end), window);
             }
             return Ok(SweepOutcome {
                 deleted,

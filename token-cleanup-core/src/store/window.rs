@@ -1,6 +1,10 @@
 //! Key windows sized from the density of keys in the previous window: how PostgreSQL
 //! passes (by expiry) and SQLite sweeps (by rowid) bound a batch without reading ahead.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard};
+
 /// How many of its typical deviations a window's count may rise above the count it was
 /// sized for before it holds more than a batch and is rolled back.
 pub(crate) const WINDOW_MARGIN: f64 = 4.0;
@@ -68,6 +72,51 @@ impl<K: Copy> Window<K> {
         let factor = next.fill() * f64::from(limit) / found.max(1) as f64;
         next.width = scaled(self.width, factor.clamp(1.0 / WINDOW_STEP, WINDOW_STEP));
         next
+    }
+}
+
+/// The next window of each pass in progress, by a key the store chooses, so that a batch
+/// continues where this store's previous batch of the same pass ended.
+#[derive(Debug)]
+pub(crate) struct Windows<K, S>(Mutex<HashMap<K, Window<S>>>);
+
+impl<K, S> Default for Windows<K, S> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash, S: Copy> Windows<K, S> {
+    /// Passes abandoned without a last batch (a run stopped) are forgotten past this many.
+    const MAX_PASSES: usize = 1024;
+
+    fn slot(&self) -> MutexGuard<'_, HashMap<K, Window<S>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next window of the pass `key`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn get(&self, key: &K) -> Option<Window<S>> {
+        self.slot().get(key).copied()
+    }
+
+    /// The next window of the pass `key`, which is forgotten.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn take(&self, key: &K) -> Option<Window<S>> {
+        self.slot().remove(key)
+    }
+
+    pub(crate) fn set(&self, key: K, window: Window<S>) {
+        let mut windows = self.slot();
+        if windows.len() >= Self::MAX_PASSES {
+            windows.clear();
+        }
+        windows.insert(key, window);
+    }
+
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn clear(&self, key: &K) {
+        self.slot().remove(key);
     }
 }
 
