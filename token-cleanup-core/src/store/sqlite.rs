@@ -55,8 +55,18 @@ const EMPTY_BUDGET: Duration = Duration::from_millis(100);
 ///
 /// Otherwise (and for used tokens) each batch is one `DELETE .. WHERE id IN (SELECT id ..
 /// ORDER BY expires_at LIMIT n)` per type, through the `(type, expires_at)` index. Either
-/// way a batch is its own transaction; WAL mode lets readers continue meanwhile, and
-/// writers wait at most one batch.
+/// way a batch is its own transaction, and WAL mode lets readers continue meanwhile.
+///
+/// # Writers
+///
+/// A host write that shares the cleanup's pool (one connection for writes) is queued by
+/// the pool and waits for at most one batch: a sweep takes the connection anew for each
+/// window. A write on a connection of its own waits for the lock by polling: SQLite's
+/// busy handler sleeps 1, 2, 5, 10 .. up to 100 ms between tries, and gets in only when a
+/// try lands between two batches, which back-to-back batches leave little room for (the
+/// README measured waits of 0.8 to 1.6 s on a table of short batches, against 31 ms with
+/// a shared pool). Share the write pool with the store, or leave room between batches
+/// with [`pause_between_batches`](crate::TokenCleanupServiceBuilder::pause_between_batches).
 ///
 /// A sweep walks by rowid, so a table declared `WITHOUT ROWID` is always cleaned type by
 /// type.
