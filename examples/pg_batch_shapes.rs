@@ -22,7 +22,7 @@
 //! - `auto`: the window `DELETE` autocommitted, one round trip (no bound on a batch);
 //! - `auto-guard`: the same, deleting only when a count of the window is within the batch;
 //! - `call`: `CALL` of a procedure that deletes one type's window and commits, or rolls
-//!   back when it held more than a batch;
+//!   back when it held more than a batch; `call-rr`: the same, types taken in turn;
 //! - `call-all`: `CALL`, every type in one window, one `DELETE` per type;
 //! - `call-counted`: `CALL`, an index-only count per type, then one `DELETE` of all types;
 //! - `call-returning`: `CALL`, one `DELETE` of all types counted per type by `RETURNING`;
@@ -272,6 +272,23 @@ async fn delete_window(
         .rows_affected()
 }
 
+/// One type's windows after another, or (`in_turn`) every type's window before the next
+/// window.
+fn type_batches(keys: Keys, in_turn: bool) -> Vec<(&'static str, DateTime<Utc>, DateTime<Utc>)> {
+    let windows: Vec<_> = keys.windows(TYPE_WINDOW).collect();
+    if in_turn {
+        windows
+            .iter()
+            .flat_map(|&(lo, hi)| token_types::ALL.map(|ty| (ty, lo, hi)))
+            .collect()
+    } else {
+        token_types::ALL
+            .iter()
+            .flat_map(|&ty| windows.iter().map(move |&(lo, hi)| (ty, lo, hi)))
+            .collect()
+    }
+}
+
 /// Runs `shape`; returns the rows it deleted (0 for the `DO` loops, which do not count).
 async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
     let types: Vec<String> = token_types::ALL.map(String::from).into();
@@ -302,17 +319,7 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
             conn.execute("SET plan_cache_mode = force_generic_plan; BEGIN; SET LOCAL synchronous_commit = off")
                 .await
                 .expect("begin");
-            let windows: Vec<_> = keys.windows(TYPE_WINDOW).collect();
-            let mut batches: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
-            if shape == "two" {
-                for ty in token_types::ALL {
-                    batches.extend(windows.iter().map(|&(lo, hi)| (ty, lo, hi)));
-                }
-            } else {
-                for &(lo, hi) in &windows {
-                    batches.extend(token_types::ALL.map(|ty| (ty, lo, hi)));
-                }
-            }
+            let batches = type_batches(keys, shape == "two-rr");
             for (ty, lo, hi) in batches {
                 total += delete_window(conn, &window, ty, lo, hi).await;
                 conn.execute("COMMIT; BEGIN; SET LOCAL synchronous_commit = off")
@@ -332,23 +339,21 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
                 }
             }
         }
-        "call" => {
+        "call" | "call-rr" => {
             conn.execute("SET plan_cache_mode = force_generic_plan")
                 .await
                 .expect("settings");
-            for ty in token_types::ALL {
-                for (lo, hi) in keys.windows(TYPE_WINDOW) {
-                    let n: i64 = sqlx::query("CALL tc_shapes.batch($1, $2, $3, $4)")
-                        .bind(ty)
-                        .bind(lo)
-                        .bind(hi)
-                        .bind(LIMIT * 5)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .expect("call")
-                        .get(0);
-                    total += n as u64;
-                }
+            for (ty, lo, hi) in type_batches(keys, shape == "call-rr") {
+                let n: i64 = sqlx::query("CALL tc_shapes.batch($1, $2, $3, $4)")
+                    .bind(ty)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(LIMIT * 5)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("call")
+                    .get(0);
+                total += n as u64;
             }
         }
         "call-all" | "call-counted" | "call-returning" => {
