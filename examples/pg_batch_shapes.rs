@@ -272,6 +272,31 @@ async fn delete_window(
         .rows_affected()
 }
 
+/// `CALL`s a batch procedure (`$1` the type or types, `$2..$3` the window, `$4` the
+/// batch limit, five times a window so that fixed windows never roll back) and returns
+/// its first output.
+async fn call<'q, A, T>(
+    conn: &mut PgConnection,
+    sql: &'q str,
+    first: A,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> T
+where
+    A: sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'q,
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(first)
+        .bind(lo)
+        .bind(hi)
+        .bind(LIMIT * 5)
+        .fetch_one(conn)
+        .await
+        .expect("call")
+        .get(0)
+}
+
 /// One type's windows after another, or (`in_turn`) every type's window before the next
 /// window.
 fn type_batches(keys: Keys, in_turn: bool) -> Vec<(&'static str, DateTime<Utc>, DateTime<Utc>)> {
@@ -333,10 +358,8 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
                 .await
                 .expect("settings");
             let sql = if shape == "auto" { &window } else { &guarded };
-            for ty in token_types::ALL {
-                for (lo, hi) in keys.windows(TYPE_WINDOW) {
-                    total += delete_window(conn, sql, ty, lo, hi).await;
-                }
+            for (ty, lo, hi) in type_batches(keys, false) {
+                total += delete_window(conn, sql, ty, lo, hi).await;
             }
         }
         "call" | "call-rr" => {
@@ -344,15 +367,7 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
                 .await
                 .expect("settings");
             for (ty, lo, hi) in type_batches(keys, shape == "call-rr") {
-                let n: i64 = sqlx::query("CALL tc_shapes.batch($1, $2, $3, $4)")
-                    .bind(ty)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(LIMIT * 5)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .expect("call")
-                    .get(0);
+                let n: i64 = call(conn, "CALL tc_shapes.batch($1, $2, $3, $4)", ty, lo, hi).await;
                 total += n as u64;
             }
         }
@@ -367,15 +382,7 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
             };
             let sql = format!("CALL tc_shapes.{procedure}($1, $2, $3, $4)");
             for (lo, hi) in keys.windows(ALL_WINDOW) {
-                let counts: Vec<i64> = sqlx::query(AssertSqlSafe(sql.as_str()))
-                    .bind(&types)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(LIMIT * 5)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .expect("call")
-                    .get(0);
+                let counts: Vec<i64> = call(conn, &sql, &types, lo, hi).await;
                 total += counts.iter().sum::<i64>() as u64;
             }
         }
