@@ -252,7 +252,9 @@ fn do_block(keys: Keys, seconds: i64, per_type: bool, types_inner: bool) -> Stri
     )
 }
 
-/// The window `DELETE` of one type, with the lock CTE (`$1`), type `$2`, window `$3..$4`.
+/// Runs a window `DELETE` of one type: the lock CTE's key `$1`, the type `$2`, the window
+/// `$3..$4`, and `$5` one more than a batch (the guard's bound; the plain statement only
+/// binds it, so that both take the same parameters).
 async fn delete_window(
     conn: &mut PgConnection,
     sql: &str,
