@@ -11,16 +11,21 @@
     allow(dead_code)
 )]
 
+#[cfg(feature = "mysql")]
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+#[cfg(feature = "mysql")]
+use sea_query::Values;
 use sea_query::{
     ColumnDef, Condition, DeleteStatement, Expr, ExprTrait, Func, Index, IndexCreateStatement,
     InsertStatement, OnConflict, Order, Query, SelectStatement, Table, TableCreateStatement,
-    TableName, UpdateStatement, Value, Values,
+    TableName, UpdateStatement, Value,
 };
 
-use super::{BatchFilter, Criterion, Sweep, SweepMode, SweepOutcome};
+use super::{BatchFilter, Criterion, SweepMode};
+#[cfg(feature = "mysql")]
+use super::{Sweep, SweepOutcome};
 use crate::run::{RunQuery, RunRecord};
 use crate::table::{Ident, TimeFormat, TokenTable};
 
@@ -518,9 +523,10 @@ impl Statements {
 }
 
 impl Statements {
-    /// The row condition of a sweep over `filters` (expired criteria, one per type):
+    /// The row condition of a MySQL sweep over `filters` (expired criteria, one per type):
     /// `(type IN (..) AND expires_at < ..) OR ..`, one group per distinct cutoff. Each
     /// value goes through `param`, which returns its placeholder (or literal).
+    #[cfg(feature = "mysql")]
     pub(crate) fn sweep_condition(
         &self,
         names: &QuotedNames,
@@ -572,7 +578,8 @@ impl Statements {
 }
 
 /// The values of a sweep statement: the key range `(sweep.position, hi]`, the condition's
-/// `values`, then the probe's `limit`.
+/// `values`, then the probe's `limit` (MySQL's sweeps).
+#[cfg(feature = "mysql")]
 pub(crate) fn sweep_args(sweep: &Sweep, hi: i64, values: &[Value], limit: Option<u32>) -> Values {
     let mut args = vec![Value::from(sweep.position), Value::from(hi)];
     args.extend(values.iter().cloned());
@@ -580,7 +587,8 @@ pub(crate) fn sweep_args(sweep: &Sweep, hi: i64, values: &[Value], limit: Option
     Values(args)
 }
 
-/// What a sweep probe found: rows `(type, count, last key)`, one per type.
+/// What a MySQL sweep probe found: rows `(type, count, last key)`, one per type.
+#[cfg(feature = "mysql")]
 pub(crate) struct SweepProbe {
     deleted: Vec<(String, u64)>,
     counted: u64,
@@ -588,6 +596,7 @@ pub(crate) struct SweepProbe {
     pub(crate) hi: Option<i64>,
 }
 
+#[cfg(feature = "mysql")]
 impl SweepProbe {
     pub(crate) fn new(rows: Vec<(String, i64, i64)>) -> Self {
         let hi = rows.iter().map(|(_, _, last)| *last).max();
