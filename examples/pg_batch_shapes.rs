@@ -40,7 +40,7 @@ const TYPE_WINDOW: i64 = 3600;
 const ALL_WINDOW: i64 = 900;
 const LIMIT: i64 = 1000;
 
-/// The lock CTE and condition the store's statements open with.
+/// The lock CTE that the store's delete statements open with (key `$1`).
 const LOCKED: &str = "WITH lk AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1, $1) AS ok)";
 
 const PROCEDURES: &str = r#"
