@@ -13,8 +13,8 @@
 //! `hash-<id>`, which sorts in insertion order, what this bench seeded before session 6).
 //! Then, for each batch size and `--runs` times on fresh data each, it times a
 //! single-statement `DELETE .. WHERE token_type IN (..) AND expires_at < cutoff` and a
-//! full cleanup run of the four types, and prints the medians, their ratio, the number of batches and the
-//! slowest batch. It also prints the plan of a batch (`EXPLAIN`). `--naive` also times,
+//! full cleanup run of the four types, and prints the medians, their ratio, the number of
+//! batches and the slowest batch. It also prints the plan of a batch (`EXPLAIN`). `--naive` also times,
 //! once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
