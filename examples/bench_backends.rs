@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
-//!     [--naive] [--synchronous-commit] [--sweep auto|always|never] [--sequential-hashes] \
+//!     [--naive] [--synchronous-commit] [--statements | --both-paths] \
+//!     [--sweep auto|always|never] [--sequential-hashes] \
 //!     [--url URL]
 //! ```
 //!
@@ -31,13 +32,17 @@
 //!
 //! `--synchronous-commit` makes PostgreSQL batches commit with the server's
 //! `synchronous_commit` (`PostgresStore::synchronous_commit(true)`) instead of
-//! asynchronously.
+//! asynchronously. `--statements` makes them run as plain statements, two round trips
+//! a batch (`PostgresStore::batch_procedure(false)`), instead of one `CALL` of the
+//! store's batch procedure; `--both-paths` times both in every run, in turn with the
+//! single statement, and prints the statement path's medians after the table.
 //!
 //! Default URLs: `postgres://postgres@127.0.0.1:5432/test` (schema `tc_bench`),
 //! `mysql://root@127.0.0.1:3306/test` (database `tc_bench`), and a SQLite file in the
 //! temporary directory (time stored as Unix seconds).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -53,6 +58,9 @@ const SCHEMA: &str = "tc_bench";
 
 /// `--synchronous-commit`, set once from the arguments.
 static SYNCHRONOUS_COMMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Whether PostgreSQL batches run as plain statements: `--statements`, or the arm of
+/// `--both-paths` that times them.
+static STATEMENTS: AtomicBool = AtomicBool::new(false);
 /// `--sweep`, set once from the arguments.
 static SWEEP: std::sync::OnceLock<SweepMode> = std::sync::OnceLock::new();
 
@@ -72,6 +80,8 @@ struct Args {
     json: bool,
     naive: bool,
     synchronous_commit: bool,
+    statements: bool,
+    both_paths: bool,
     sweep: SweepMode,
     url: Option<String>,
     sequential_hashes: bool,
@@ -80,7 +90,9 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
-         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] [--sweep auto|always|never] [--sequential-hashes] [--url URL]"
+         [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] \
+         [--statements | --both-paths] [--sweep auto|always|never] [--sequential-hashes] \
+         [--url URL]"
     );
     std::process::exit(2)
 }
@@ -94,6 +106,8 @@ fn parse_args() -> Args {
         json: false,
         naive: false,
         synchronous_commit: false,
+        statements: false,
+        both_paths: false,
         sweep: SweepMode::Auto,
         url: None,
         sequential_hashes: false,
@@ -121,6 +135,8 @@ fn parse_args() -> Args {
             "--json" => args.json = true,
             "--naive" => args.naive = true,
             "--synchronous-commit" => args.synchronous_commit = true,
+            "--statements" => args.statements = true,
+            "--both-paths" => args.both_paths = true,
             "--sequential-hashes" => args.sequential_hashes = true,
             "--sweep" => {
                 args.sweep = match value().as_str() {
@@ -189,6 +205,7 @@ impl Db {
         };
         PostgresStore::new(p.clone(), self.table())
             .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false))
+            .batch_procedure(!STATEMENTS.load(Ordering::Relaxed))
     }
 
     fn mysql(&self) -> MySqlStore {
@@ -528,6 +545,8 @@ async fn main() {
     SYNCHRONOUS_COMMIT
         .set(args.synchronous_commit)
         .expect("set once");
+    STATEMENTS.store(args.statements, Ordering::Relaxed);
+    let both_paths = args.both_paths && matches!(args.backend, Backend::Postgres);
     SWEEP.set(args.sweep).expect("set once");
     let db = connect(&args).await;
     // A whole second, so that the literal in the single statement equals the cutoff.
@@ -553,11 +572,22 @@ async fn main() {
         let (mut single, mut ours, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
         let (mut single_purged, mut ours_purged) = (Vec::new(), Vec::new());
         let (mut expired, mut batches) = (0, 0);
+        let mut statements = Vec::new();
+        let arms = if both_paths { 3 } else { 2 };
         for run in 0..args.runs {
-            // Alternate which goes first, so that neither always meets a colder cache.
-            for which in [run % 2, 1 - run % 2] {
+            // Rotate which goes first, so that none always meets a colder cache.
+            for which in (0..arms).map(|k| (run + k) % arms) {
                 fresh(&db).await;
-                if which == 0 {
+                if which == 2 {
+                    STATEMENTS.store(true, Ordering::Relaxed);
+                    let r = cleanup(&db, cutoff, batch_size).await;
+                    STATEMENTS.store(args.statements, Ordering::Relaxed);
+                    assert!(
+                        expired == 0 || r.deleted == expired,
+                        "both paths delete the same rows"
+                    );
+                    statements.push(r.took);
+                } else if which == 0 {
                     let (took, deleted) = single_statement(&db, cutoff).await;
                     single.push(took);
                     single_purged.push(took + wait_for_purge(&db).await);
@@ -577,15 +607,20 @@ async fn main() {
             }
             if !args.json {
                 println!(
-                    "batch {batch_size} run {}: single {:.0} ms ({:.0} ms until purged), cleanup {:.0} ms ({:.0} ms until purged)",
+                    "batch {batch_size} run {}: single {:.0} ms ({:.0} ms until purged), cleanup {:.0} ms ({:.0} ms until purged){}",
                     run + 1,
                     ms(*single.last().unwrap()),
                     ms(*single_purged.last().unwrap()),
                     ms(*ours.last().unwrap()),
-                    ms(*ours_purged.last().unwrap())
+                    ms(*ours_purged.last().unwrap()),
+                    statements
+                        .last()
+                        .map(|t| format!(", statement path {:.0} ms", ms(*t)))
+                        .unwrap_or_default()
                 );
             }
         }
+        let statements_ms = (!statements.is_empty()).then(|| ms(median(statements)).round());
         let (s, o) = (median(single), median(ours));
         let (sp, op) = (median(single_purged), median(ours_purged));
         let worst = slowest.iter().max().copied().unwrap_or_default();
@@ -613,6 +648,8 @@ async fn main() {
             "single_until_purged_ms": ms(sp).round(),
             "cleanup_until_purged_ms": ms(op).round(),
             "ratio_until_purged": (op.as_secs_f64() / sp.as_secs_f64().max(1e-9) * 100.0).round() / 100.0,
+            "statements_ms": statements_ms,
+            "statements_ratio": statements_ms.map(|t| (t / ms(s) * 100.0).round() / 100.0),
         }));
     }
 
@@ -669,6 +706,14 @@ async fn main() {
                 r["ratio"].as_f64().unwrap_or_default(),
                 r["batches"],
                 r["worst_batch_ms"]
+            );
+        }
+        for r in results.iter().filter(|r| r["statements_ms"].is_number()) {
+            println!(
+                "\nstatement path (two round trips a batch), batch {}: {} ms, {:.2}x",
+                r["batch_size"],
+                r["statements_ms"],
+                r["statements_ratio"].as_f64().unwrap_or_default()
             );
         }
     }

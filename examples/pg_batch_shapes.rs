@@ -17,12 +17,13 @@
 //! Shapes:
 //! - `single`: one `DELETE` of every expired token;
 //! - `two`: per type, the window `DELETE` (with the advisory lock, as the store's), then
-//!   `COMMIT; BEGIN` (two round trips per batch, as the store does);
+//!   `COMMIT; BEGIN` (two round trips per batch, as the store's statement path does);
 //! - `two-rr`: the same, types taken in turn over the same key windows;
 //! - `auto`: the window `DELETE` autocommitted, one round trip (no bound on a batch);
 //! - `auto-guard`: the same, deleting only when a count of the window is within the batch;
 //! - `call`: `CALL` of a procedure that deletes one type's window and commits, or rolls
-//!   back when it held more than a batch; `call-rr`: the same, types taken in turn;
+//!   back when it held more than a batch (the store's default path since session 8);
+//!   `call-rr`: the same, types taken in turn;
 //! - `call-all`: `CALL`, every type in one window, one `DELETE` per type;
 //! - `call-counted`: `CALL`, an index-only count per type, then one `DELETE` of all types;
 //! - `call-returning`: `CALL`, one `DELETE` of all types counted per type by `RETURNING`;

@@ -51,6 +51,22 @@ async fn fresh_synchronous() -> Arc<PostgresStore> {
 
 token_cleanup_core::store_conformance_tests!(postgres_synchronous, fresh_synchronous());
 
+/// Same suite with batches as plain statements (two round trips, a transaction of the
+/// store's own), the path of servers that refuse the batch procedure.
+async fn fresh_statements() -> Arc<PostgresStore> {
+    let store = Arc::try_unwrap(fresh().await).expect("sole owner");
+    Arc::new(store.batch_procedure(false))
+}
+
+token_cleanup_core::store_conformance_tests!(postgres_statements, fresh_statements());
+
+/// The same store with batches as `CALL`s of the batch procedure (the default) or as
+/// plain statements.
+fn on_path(store: Arc<PostgresStore>, procedure: bool) -> Arc<PostgresStore> {
+    let store = Arc::try_unwrap(store).expect("sole owner");
+    Arc::new(store.batch_procedure(procedure))
+}
+
 /// `n` tokens per type, ids from 1, expiring one second apart across the four types; about
 /// 78 % of them expired at [`suite::t0`].
 fn time_ordered(n: i64) -> Vec<Token> {
@@ -104,14 +120,24 @@ async fn two_instances_delete_each_expired_token_once() {
         .cloned()
         .collect();
     seeder.insert_tokens(&tokens).await.unwrap();
-    for (size_a, size_b) in [(100, 100), (50, 700), (1000, 130), (10, 10), (7, 13)] {
+    // Both on the procedure path, both on the statement path, and one on each (they
+    // share the advisory locks).
+    let pairs = [
+        (100, 100, true, true),
+        (50, 700, true, true),
+        (1000, 130, false, false),
+        (10, 10, false, false),
+        (7, 13, true, false),
+        (100, 100, false, true),
+    ];
+    for (size_a, size_b, procedure_a, procedure_b) in pairs {
         // Each instance keeps its run records apart, so that the engine's check for an
         // overlapping run elsewhere (a convenience, racy by nature) cannot serialize
         // them: the store alone must keep them apart.
-        let a = service_without_retries(store_in(strict_pool().await, &schema).await)
-            .with_private_runs();
-        let b = service_without_retries(store_in(strict_pool().await, &schema).await)
-            .with_private_runs();
+        let a = store_in(strict_pool().await, &schema).await;
+        let a = service_without_retries(on_path(a, procedure_a)).with_private_runs();
+        let b = store_in(strict_pool().await, &schema).await;
+        let b = service_without_retries(on_path(b, procedure_b)).with_private_runs();
         let (ra, rb) = tokio::join!(
             a.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(size_a)),
             b.cleanup_expired_tokens(CleanupRequest::all_types().batch_size(size_b))
@@ -256,19 +282,19 @@ async fn sleep_once_when_deleting(pool: &PgPool, schema: &str, id: i64) {
 }
 
 /// Terminates (from another connection) the backend of `application_name` that sleeps
-/// in the trigger; returns once it did.
-async fn kill_sleeping_backend(admin: &PgPool, application_name: &str) {
+/// in the trigger; returns once it did, with the statement that backend was running.
+async fn kill_sleeping_backend(admin: &PgPool, application_name: &str) -> String {
     for _ in 0..600 {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        let killed: Vec<(bool, String)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid), query FROM pg_stat_activity \
              WHERE application_name = $1 AND wait_event = 'PgSleep'",
         )
         .bind(application_name)
         .fetch_all(admin)
         .await
         .unwrap();
-        if killed.contains(&true) {
-            return;
+        if let Some((_, query)) = killed.into_iter().find(|(killed, _)| *killed) {
+            return query;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -280,11 +306,14 @@ async fn kill_sleeping_backend(admin: &PgPool, application_name: &str) {
 /// token is deleted, and the next run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connection_is_retried_or_recorded_as_failed() {
-    for retries in [true, false] {
+    for (procedure, retries) in [(true, true), (true, false), (false, true), (false, false)] {
         let admin = server::pool("token-cleanup-test", 2).await;
         let schema = server::fresh_schema(&admin).await;
         let app = format!("token-cleanup-kill-{schema}");
-        let store = store_in(server::pool(&app, 2).await, &schema).await;
+        let store = on_path(
+            store_in(server::pool(&app, 2).await, &schema).await,
+            procedure,
+        );
         let tokens = time_ordered(1000);
         store.insert_tokens(&tokens).await.unwrap();
         // In the 7th batch of 100 or later (ids grow with expiry, every 4th id is an
@@ -311,7 +340,13 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
             .spawn_cleanup(CleanupRequest::new([INVITE]).batch_size(100))
             .await
             .unwrap();
-        kill_sleeping_backend(&admin, &app).await;
+        let killed = kill_sleeping_backend(&admin, &app).await;
+        // The batch ran on the path asked for.
+        assert_eq!(
+            killed.starts_with("CALL pg_temp.token_cleanup_expired_"),
+            procedure,
+            "{killed}"
+        );
         let outcome = run.wait().await;
         let left = ids(&store).await;
         assert!(
@@ -348,49 +383,54 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
 }
 
 /// A batch that runs longer than the configured timeout is cancelled by the server,
-/// rolls back, and fails the run with a timeout error.
+/// rolls back, and fails the run with a timeout error, on both paths.
 #[tokio::test]
 async fn batch_timeout_cancels_a_slow_batch() {
-    let admin = server::pool("token-cleanup-test", 2).await;
-    let schema = server::fresh_schema(&admin).await;
-    let store = store_in(server::pool("token-cleanup-test", 2).await, &schema).await;
-    let store = Arc::new(
-        Arc::try_unwrap(store)
-            .unwrap()
-            .batch_timeout(Some(Duration::from_millis(200))),
-    );
-    let tokens = time_ordered(50);
-    store.insert_tokens(&tokens).await.unwrap();
-    let first_invite = tokens.iter().find(|t| t.token_type == INVITE).unwrap().id;
-    sleep_once_when_deleting(&admin, &schema, first_invite).await;
-    let err = service_without_retries(store.clone())
-        .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
-        .await
-        .unwrap_err();
-    let Error::RunFailed { source, .. } = &err else {
-        panic!("expected RunFailed, got {err:?}");
-    };
-    assert!(
-        matches!(
-            **source,
-            Error::Timeout {
-                store: "postgres",
-                ..
-            }
-        ),
-        "{source:?}"
-    );
-    assert_eq!(
-        ids(&store).await.len(),
-        tokens.len(),
-        "the batch rolled back"
-    );
-    // The trigger only sleeps once: the next run deletes every expired invite.
-    let report = service(store.clone())
-        .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
-        .await
-        .unwrap();
-    assert!(report.total_cleaned > 0);
+    // On both paths: a `SET LOCAL` in the batch's transaction, or the session setting of
+    // the procedure path's connection.
+    for procedure in [true, false] {
+        let admin = server::pool("token-cleanup-test", 2).await;
+        let schema = server::fresh_schema(&admin).await;
+        let store = store_in(server::pool("token-cleanup-test", 2).await, &schema).await;
+        let store = Arc::new(
+            Arc::try_unwrap(store)
+                .unwrap()
+                .batch_timeout(Some(Duration::from_millis(200)))
+                .batch_procedure(procedure),
+        );
+        let tokens = time_ordered(50);
+        store.insert_tokens(&tokens).await.unwrap();
+        let first_invite = tokens.iter().find(|t| t.token_type == INVITE).unwrap().id;
+        sleep_once_when_deleting(&admin, &schema, first_invite).await;
+        let err = service_without_retries(store.clone())
+            .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
+            .await
+            .unwrap_err();
+        let Error::RunFailed { source, .. } = &err else {
+            panic!("expected RunFailed, got {err:?}");
+        };
+        assert!(
+            matches!(
+                **source,
+                Error::Timeout {
+                    store: "postgres",
+                    ..
+                }
+            ),
+            "{source:?}"
+        );
+        assert_eq!(
+            ids(&store).await.len(),
+            tokens.len(),
+            "the batch rolled back"
+        );
+        // The trigger only sleeps once: the next run deletes every expired invite.
+        let report = service(store.clone())
+            .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
+            .await
+            .unwrap();
+        assert!(report.total_cleaned > 0);
+    }
 }
 
 /// The batch statement's plan: an index-only scan for the batch bounds and an index
@@ -500,57 +540,146 @@ async fn windows_follow_uneven_density() {
     );
 }
 
-/// Batches chain their transactions (one round trip commits a batch and begins the next
-/// one's), so a run that stops between batches leaves its connection in a transaction.
-/// That connection is closed, never handed back to the host's pool: afterwards no backend
-/// of the pool is idle in a transaction, and every connection the host gets is outside
-/// one.
+/// On the statement path batches chain their transactions (one round trip commits a
+/// batch and begins the next one's), so a run that stops between batches leaves its
+/// connection in a transaction; on the procedure path the connection holds a temporary
+/// procedure and a session statement timeout. Either way that connection is closed,
+/// never handed back to the host's pool: afterwards no backend of the pool is idle in a
+/// transaction, and every connection the host gets is outside one, with the server's
+/// statement timeout and no procedure of the store's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chained_transactions_never_reach_the_pool() {
-    let admin = server::pool("token-cleanup-test", 2).await;
-    let schema = server::fresh_schema(&admin).await;
-    let app = format!("token-cleanup-chain-{schema}");
-    let pool = server::pool(&app, 3).await;
-    let store = store_in(pool.clone(), &schema).await;
-    store.insert_tokens(&time_ordered(2000)).await.unwrap();
-    let svc = service(store.clone());
-    for max_rows in [350, 700] {
-        let report = svc
-            .cleanup_expired_tokens(
-                CleanupRequest::new([INVITE])
-                    .batch_size(10)
-                    .max_rows(max_rows),
+async fn batch_connections_never_reach_the_pool() {
+    for procedure in [false, true] {
+        let admin = server::pool("token-cleanup-test", 2).await;
+        let schema = server::fresh_schema(&admin).await;
+        let app = format!("token-cleanup-chain-{schema}");
+        let pool = server::pool(&app, 3).await;
+        let store = store_in(pool.clone(), &schema).await;
+        let store = Arc::new(
+            Arc::try_unwrap(store)
+                .unwrap()
+                .batch_timeout(Some(Duration::from_secs(7)))
+                .batch_procedure(procedure),
+        );
+        store.insert_tokens(&time_ordered(2000)).await.unwrap();
+        let svc = service(store.clone());
+        for max_rows in [350, 700] {
+            let report = svc
+                .cleanup_expired_tokens(
+                    CleanupRequest::new([INVITE])
+                        .batch_size(10)
+                        .max_rows(max_rows),
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.total_cleaned, max_rows);
+            // The kept connection goes after 250 ms without a batch.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let idle_in_transaction: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
             )
+            .bind(&app)
+            .fetch_one(&admin)
             .await
             .unwrap();
-        assert_eq!(report.total_cleaned, max_rows);
-        // The kept connection goes after 250 ms without a batch.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let idle_in_transaction: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
-        )
-        .bind(&app)
-        .fetch_one(&admin)
-        .await
-        .unwrap();
-        assert_eq!(idle_in_transaction, 0);
-        let mut conns = Vec::new();
-        for _ in 0..3 {
-            let mut conn = pool.acquire().await.unwrap();
-            // SAVEPOINT is refused outside a transaction block.
-            let err = sqlx::raw_sql("SAVEPOINT token_cleanup_test")
-                .execute(&mut *conn)
+            assert_eq!(idle_in_transaction, 0);
+            let mut conns = Vec::new();
+            for _ in 0..3 {
+                let mut conn = pool.acquire().await.unwrap();
+                // SAVEPOINT is refused outside a transaction block.
+                let err = sqlx::raw_sql("SAVEPOINT token_cleanup_test")
+                    .execute(&mut *conn)
+                    .await
+                    .expect_err("the pool handed out a connection inside a transaction");
+                assert_eq!(
+                    err.as_database_error().and_then(|e| e.code()).as_deref(),
+                    Some("25P01"),
+                    "{err}"
+                );
+                let (timeout, procedures): (String, i64) = sqlx::query_as(
+                    "SELECT current_setting('statement_timeout'), \
+                     (SELECT count(*) FROM pg_proc \
+                      WHERE pronamespace = pg_my_temp_schema() AND proname LIKE 'token_cleanup%')",
+                )
+                .fetch_one(&mut *conn)
                 .await
-                .expect_err("the pool handed out a connection inside a transaction");
-            assert_eq!(
-                err.as_database_error().and_then(|e| e.code()).as_deref(),
-                Some("25P01"),
-                "{err}"
-            );
-            conns.push(conn);
+                .unwrap();
+                assert_eq!((timeout.as_str(), procedures), ("0", 0));
+                conns.push(conn);
+            }
         }
     }
+}
+
+/// A server that refuses the batch procedure (a role without the `TEMPORARY` privilege)
+/// gets batches as plain statements: the run completes, exactly the expired tokens go.
+#[tokio::test]
+async fn refused_procedure_falls_back_to_statements() {
+    let pool = pool_without_temp().await;
+    let refused: bool =
+        sqlx::query_scalar("SELECT NOT has_database_privilege(current_database(), 'TEMPORARY')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(refused, "the test role may create temporary objects");
+    let schema = server::fresh_schema(&pool).await;
+    let store = store_in(pool, &schema).await;
+    let tokens = time_ordered(500);
+    store.insert_tokens(&tokens).await.unwrap();
+    let report = service(store.clone())
+        .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.total_cleaned as usize,
+        tokens.len() - unexpired(&tokens).len()
+    );
+    assert_eq!(ids(&store).await, unexpired(&tokens));
+}
+
+/// A pool on a database of its own (`token_cleanup_no_temp`), as a role of the same name
+/// that is no superuser and lacks the `TEMPORARY` privilege there. Both outlive the test
+/// (created once per server).
+async fn pool_without_temp() -> PgPool {
+    const NAME: &str = "token_cleanup_no_temp";
+    let admin = server::pool("token-cleanup-test", 1).await;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DO $$ BEGIN CREATE ROLE {NAME} LOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )))
+        .await
+        .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(NAME)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    if !exists {
+        // `CREATE DATABASE` runs outside a transaction, one statement at a time.
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {NAME}")))
+            .await
+            .unwrap();
+    }
+    for sql in [
+        format!("REVOKE TEMPORARY ON DATABASE {NAME} FROM PUBLIC"),
+        format!("GRANT CONNECT, CREATE ON DATABASE {NAME} TO {NAME}"),
+    ] {
+        admin.execute(AssertSqlSafe(sql)).await.unwrap();
+    }
+    let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&server::url())
+        .unwrap()
+        .username(NAME)
+        .password("")
+        .database(NAME);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("PostgreSQL reachable as the role without TEMPORARY")
 }
 
 /// Token types are bound, never spliced: a hostile type is just a string.
