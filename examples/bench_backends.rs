@@ -15,8 +15,10 @@
 //! Then, for each batch size and `--runs` times on fresh data each, it times a
 //! single-statement `DELETE .. WHERE token_type IN (..) AND expires_at < cutoff` and a
 //! full cleanup run of the four types, and prints the medians, their ratio, the number of
-//! batches and the slowest batch. It also prints the plan of a batch (`EXPLAIN`). `--naive` also times,
-//! once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
+//! batches, the slowest batch, and the median and 99th percentile of every batch's time
+//! (from the engine's `token_cleanup_batch_duration_seconds` histogram) with how many
+//! took over 50 ms. It also prints the plan of a batch (`EXPLAIN`). `--naive` also
+//! times, once per batch size, the shape most projects use: per type, `DELETE .. WHERE id IN
 //! (SELECT id .. WHERE expires_at < cutoff LIMIT n)` until a batch comes back short
 //! (MySQL: `DELETE .. WHERE .. LIMIT n`, as `IN (.. LIMIT)` is an error there).
 //!
@@ -46,6 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use token_cleanup::sqlx::{self, AssertSqlSafe, Executor};
 use token_cleanup::{
     BatchFilter, CleanupRequest, Criterion, ManualClock, MySqlStore, PostgresStore, SqliteStore,
@@ -435,6 +438,36 @@ struct CleanupRun {
     deleted: u64,
     batches: u64,
     slowest: Duration,
+    /// Every batch's time in ms, from the engine's batch duration histogram.
+    batch_ms: Vec<f64>,
+}
+
+/// The engine's metrics, recorded for the batch durations (installed once, in `main`).
+static METRICS: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+
+/// The batch durations (ms) recorded since the last call, across types.
+fn batch_times() -> Vec<f64> {
+    let Some(snapshotter) = METRICS.get() else {
+        return Vec::new();
+    };
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == token_cleanup::metrics::BATCH_DURATION)
+        .flat_map(|(.., value)| match value {
+            DebugValue::Histogram(values) => values.into_iter().map(|v| v.0 * 1000.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The `q` quantile (0..=1) of `values`, nearest rank; 0 when there are none.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
 }
 
 async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun {
@@ -442,6 +475,7 @@ async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun 
         .clock(Arc::new(ManualClock::new(cutoff)))
         .build()
         .unwrap();
+    batch_times();
     let started = Instant::now();
     let report = service
         .cleanup_expired_tokens(CleanupRequest::new(token_types::ALL).batch_size(batch_size))
@@ -452,6 +486,7 @@ async fn cleanup(db: &Db, cutoff: DateTime<Utc>, batch_size: u32) -> CleanupRun 
         deleted: report.total_cleaned,
         batches: report.batches,
         slowest: report.slowest_batch,
+        batch_ms: batch_times(),
     }
 }
 
@@ -542,6 +577,11 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
+    let recorder = DebuggingRecorder::new();
+    METRICS
+        .set(recorder.snapshotter())
+        .unwrap_or_else(|_| unreachable!("set once"));
+    recorder.install().expect("the only metrics recorder");
     SYNCHRONOUS_COMMIT
         .set(args.synchronous_commit)
         .expect("set once");
@@ -573,6 +613,8 @@ async fn main() {
         let (mut single_purged, mut ours_purged) = (Vec::new(), Vec::new());
         let (mut expired, mut batches) = (0, 0);
         let mut statements = Vec::new();
+        // Every batch of our cleanup's runs, in ms.
+        let mut batch_ms = Vec::new();
         let arms = if both_paths { 3 } else { 2 };
         for run in 0..args.runs {
             // Rotate which goes first, so that none always meets a colder cache.
@@ -601,6 +643,7 @@ async fn main() {
                     ours.push(r.took);
                     ours_purged.push(r.took + wait_for_purge(&db).await);
                     slowest.push(r.slowest);
+                    batch_ms.extend(r.batch_ms);
                     batches = r.batches;
                     expired = r.deleted;
                 }
@@ -645,6 +688,10 @@ async fn main() {
             "ratio": (o.as_secs_f64() / s.as_secs_f64() * 100.0).round() / 100.0,
             "batches": batches,
             "worst_batch_ms": (ms(worst) * 10.0).round() / 10.0,
+            "batch_p50_ms": (quantile(&batch_ms, 0.5) * 10.0).round() / 10.0,
+            "batch_p99_ms": (quantile(&batch_ms, 0.99) * 10.0).round() / 10.0,
+            "batches_over_50ms": batch_ms.iter().filter(|&&t| t > 50.0).count(),
+            "batches_timed": batch_ms.len(),
             "single_until_purged_ms": ms(sp).round(),
             "cleanup_until_purged_ms": ms(op).round(),
             "ratio_until_purged": (op.as_secs_f64() / sp.as_secs_f64().max(1e-9) * 100.0).round() / 100.0,
@@ -675,9 +722,9 @@ async fn main() {
             }
         );
         println!(
-            "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | naive shape ms (ratio) | until purged: single / cleanup ms (ratio) |"
+            "\n| backend | tokens | batch | expired | single DELETE (median ms) | cleanup (median ms) | ratio | batches | worst batch ms | batch p50 / p99 ms (over 50 ms, of all runs' batches) | naive shape ms (ratio) | until purged: single / cleanup ms (ratio) |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for r in &results {
             let naive = match r["naive_ms"].as_f64() {
                 Some(n) => format!(
@@ -696,8 +743,12 @@ async fn main() {
             } else {
                 "-".into()
             };
+            let spread = format!(
+                "{} / {} ({} of {})",
+                r["batch_p50_ms"], r["batch_p99_ms"], r["batches_over_50ms"], r["batches_timed"]
+            );
             println!(
-                "| {backend} | {} | {} | {} | {} | {} | {:.2}x | {} | {} | {naive} | {purged} |",
+                "| {backend} | {} | {} | {} | {} | {} | {:.2}x | {} | {} | {spread} | {naive} | {purged} |",
                 args.tokens,
                 r["batch_size"],
                 r["expired"],
