@@ -267,13 +267,13 @@ async fn run_records_are_shared_between_instances() {
     assert_eq!(seen.requested_by.as_deref(), Some("alice"));
 }
 
-/// Installs a trigger that sleeps for a minute the first time (sequences are not
+/// Installs a trigger that sleeps for `seconds` the first time (sequences are not
 /// transactional, so a rolled-back attempt still counts) a batch deletes `id`.
-async fn sleep_once_when_deleting(pool: &PgPool, schema: &str, id: i64) {
+async fn sleep_once_when_deleting(pool: &PgPool, schema: &str, id: i64, seconds: u32) {
     let sql = format!(
         "CREATE SEQUENCE \"{schema}\".fault_seq; \
          CREATE FUNCTION \"{schema}\".sleep_once() RETURNS trigger LANGUAGE plpgsql AS $f$ \
-         BEGIN IF nextval('\"{schema}\".fault_seq') = 1 THEN PERFORM pg_sleep(60); END IF; \
+         BEGIN IF nextval('\"{schema}\".fault_seq') = 1 THEN PERFORM pg_sleep({seconds}); END IF; \
          RETURN OLD; END $f$; \
          CREATE TRIGGER sleep_once BEFORE DELETE ON \"{schema}\".auth_tokens FOR EACH ROW \
          WHEN (OLD.id = {id}) EXECUTE FUNCTION \"{schema}\".sleep_once()"
@@ -323,7 +323,7 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
             .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
             .collect();
         invites.sort_by_key(|t| t.expires_at);
-        sleep_once_when_deleting(&admin, &schema, invites[650].id).await;
+        sleep_once_when_deleting(&admin, &schema, invites[650].id, 60).await;
         let expired_invites = invites.len() as u64;
 
         let policy = if retries {
@@ -382,6 +382,69 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
     }
 }
 
+/// The batch procedure disappears from the batch connection between two batches of a
+/// run, as when a pooler in transaction mode hands a `CALL` to another server connection
+/// than the one that created it: that batch runs again as plain statements, and the run
+/// completes with exact counts, without a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_procedure_falls_back_to_statements() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let schema = server::fresh_schema(&admin).await;
+    let app = format!("token-cleanup-gone-{schema}");
+    let store = store_in(server::pool(&app, 2).await, &schema).await;
+    let tokens = time_ordered(1000);
+    store.insert_tokens(&tokens).await.unwrap();
+    let invites: BTreeSet<i64> = tokens
+        .iter()
+        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
+        .map(|t| t.id)
+        .collect();
+    // Pauses between batches, shorter than the 250 ms a kept connection waits.
+    let svc = service_without_retries(store.clone())
+        .configure()
+        .pause_between_batches(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let run = tokio::spawn(async move {
+        svc.cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(100))
+            .await
+    });
+    // The batch connection, idle after its first `CALL`.
+    let mut idle = false;
+    for _ in 0..500 {
+        idle = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND state = 'idle' AND query LIKE 'CALL pg\\_temp.%'",
+        )
+        .bind(&app)
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+            > 0;
+        if idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(idle, "the batches never ran as a CALL");
+    // Dropped from another session (the test runs as a superuser), found by the table
+    // its body names.
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DO $$ DECLARE p regprocedure; BEGIN \
+             SELECT oid::regprocedure INTO STRICT p FROM pg_proc \
+             WHERE proname LIKE 'token\\_cleanup\\_expired\\_%' AND prosrc LIKE '%\"{schema}\"%'; \
+             EXECUTE 'DROP PROCEDURE ' || p; END $$"
+        )))
+        .await
+        .unwrap();
+    let report = run.await.unwrap().expect("the run completes without a retry");
+    assert_eq!(report.total_cleaned, invites.len() as u64);
+    assert_eq!(report.retries, 0);
+    let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids(&store).await, &all - &invites);
+}
+
 /// A batch that runs longer than the configured timeout is cancelled by the server,
 /// rolls back, and fails the run with a timeout error, on both paths.
 #[tokio::test]
@@ -401,7 +464,7 @@ async fn batch_timeout_cancels_a_slow_batch() {
         let tokens = time_ordered(50);
         store.insert_tokens(&tokens).await.unwrap();
         let first_invite = tokens.iter().find(|t| t.token_type == INVITE).unwrap().id;
-        sleep_once_when_deleting(&admin, &schema, first_invite).await;
+        sleep_once_when_deleting(&admin, &schema, first_invite, 60).await;
         let err = service_without_retries(store.clone())
             .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
             .await

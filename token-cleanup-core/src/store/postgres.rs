@@ -87,6 +87,16 @@ fn plan_text(rows: &[sqlx::postgres::PgRow]) -> Result<String> {
         .map(|lines| lines.join("\n"))
 }
 
+/// SQLSTATE of an unknown function or procedure.
+const UNDEFINED_FUNCTION: &str = "42883";
+
+/// Whether `e` is a server error with one of these SQLSTATEs.
+fn sqlstate_in(e: &sqlx::Error, codes: &[&str]) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| codes.contains(&code.as_ref()))
+}
+
 /// A statement timeout in PostgreSQL's unit (milliseconds), at least 1.
 fn timeout_ms(timeout: Duration) -> u128 {
     timeout.as_millis().clamp(1, i32::MAX as u128)
@@ -169,11 +179,14 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 /// against 1.61x for the statement path below, and 1.00x against 1.27x at batch 5000.
 ///
 /// When the server refuses to create the procedure (a role without the `TEMPORARY`
-/// privilege on the database, a server older than PostgreSQL 11), the store logs a
-/// warning once and batches run as **plain statements**, as they do with
+/// privilege on the database, a server older than PostgreSQL 11), or a `CALL` finds it
+/// gone (nothing ran; the same window then goes as statements), the store logs a warning
+/// and batches run as **plain statements** from then on, as they do with
 /// [`batch_procedure(false)`](Self::batch_procedure). Choose that behind a pooler in
-/// transaction mode (PgBouncer's `pool_mode = transaction`), which may not keep a
-/// temporary procedure or a session setting on one server connection.
+/// transaction mode (PgBouncer's `pool_mode = transaction`): it may hand the `CALL` to
+/// another server connection than the one holding the procedure, and with a
+/// [`batch_timeout`](Self::batch_timeout) the session timeout that the store sets on its
+/// batch connection could stay on a server connection that the pooler hands to others.
 ///
 /// On the statement path a batch costs two round trips: the `DELETE`, and one that
 /// commits it and begins the next batch's transaction (with its settings: generic plans,
@@ -603,11 +616,10 @@ impl PostgresStore {
         match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
             Ok(_) => Ok(true),
             Err(e) if e.as_database_error().is_some() => {
-                let code = e.as_database_error().and_then(|d| d.code());
                 // A refusal that will not change (a privilege, a read-only server, a
                 // server without procedures) is remembered; anything else is retried
                 // on the next connection.
-                let lasting = code.is_some_and(|c| REFUSALS.contains(&c.as_ref()));
+                let lasting = sqlstate_in(&e, &REFUSALS);
                 tracing::warn!(
                     error = %e,
                     lasting,
@@ -624,7 +636,9 @@ impl PostgresStore {
 
     /// One `CALL` of the batch procedure: the key window from `lo` (below `hi`, else up
     /// to the cutoff) deleted and committed, or rolled back when it held more than
-    /// `limit` rows. Returns the rows it held and whether it got the advisory lock.
+    /// `limit` rows. Returns the rows it held and whether it got the advisory lock, or
+    /// `None` when the server does not know the procedure (nothing ran): a pooler handed
+    /// the `CALL` to another server connection than the one that created it.
     async fn call_window(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -632,7 +646,7 @@ impl PostgresStore {
         lo: DateTime<Utc>,
         hi: Option<DateTime<Utc>>,
         limit: u32,
-    ) -> Result<(u64, bool)> {
+    ) -> Result<Option<(u64, bool)>> {
         let used = filter.criterion.is_used();
         let args = (1..=6 + usize::from(used))
             .map(|i| format!("${i}"))
@@ -647,19 +661,28 @@ impl PostgresStore {
         .bind(hi)
         .bind(i64::from(limit))
         .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| self.batch_error(e))?;
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) if sqlstate_in(&e, &[UNDEFINED_FUNCTION]) => {
+                tracing::warn!(
+                    error = %e,
+                    "the batch procedure is gone from the batch connection (a pooler in \
+                     transaction mode?); batches run as plain statements"
+                );
+                self.procedure_refused.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(self.batch_error(e)),
+        };
         let decode = |e| Error::store(STORE, "decode a batch", e);
         let deleted: i64 = row.try_get(0).map_err(decode)?;
         let locked: bool = row.try_get(1).map_err(decode)?;
-        Ok((deleted.unsigned_abs(), locked))
+        Ok(Some((deleted.unsigned_abs(), locked)))
     }
 
     fn batch_error(&self, e: sqlx::Error) -> Error {
-        let cancelled = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|code| code == "57014");
+        let cancelled = sqlstate_in(&e, &["57014"]);
         match (cancelled, self.batch_timeout) {
             (true, Some(timeout)) => Error::Timeout {
                 store: STORE,
@@ -777,16 +800,17 @@ impl PostgresStore {
     /// connection is already in the batch's transaction (begun with the previous batch's
     /// commit); with `chain` set, a batch that leaves more of the pass begins the next
     /// one's transaction with its commit. Returns the outcome and whether the connection
-    /// is left in the next batch's transaction.
+    /// is left in the next batch's transaction; clears `state.procedure` when the
+    /// connection turns out not to have the procedure.
     async fn batch_on(
         &self,
         conn: &mut sqlx::PgConnection,
-        state: ConnState,
+        state: &mut ConnState,
         chain: bool,
         filter: &BatchFilter,
         limit: u32,
     ) -> Result<(BatchOutcome, bool)> {
-        let procedure = state.procedure;
+        let mut procedure = state.procedure;
         if !procedure && !state.open {
             self.control(conn, self.begin_sql()).await?;
         }
@@ -812,9 +836,16 @@ impl PostgresStore {
         loop {
             let hi = window_end(window.start, window.width, filter);
             let (deleted, locked) = if procedure {
-                let (deleted, locked) = self
+                let Some((deleted, locked)) = self
                     .call_window(conn, filter, window.start, hi, limit)
-                    .await?;
+                    .await?
+                else {
+                    // The same window again, as plain statements in a transaction.
+                    procedure = false;
+                    state.procedure = false;
+                    self.control(conn, self.begin_sql()).await?;
+                    continue;
+                };
                 (deleted, Some(locked))
             } else {
                 let sql = self.window_sql(filter, hi.is_some());
@@ -942,7 +973,7 @@ impl PostgresStore {
         // the next batch's transaction begun, or simply the end of the run), it is closed,
         // never handed back to the host's pool.
         conn.close_on_drop();
-        let (state, chain) = match kept {
+        let (mut state, chain) = match kept {
             // Chain only batches that follow each other at once (no pause in between).
             Some((state, idle)) => (state, idle < CHAIN_WITHIN),
             None => {
@@ -955,7 +986,7 @@ impl PostgresStore {
             }
         };
         let (outcome, open) = self
-            .batch_on(&mut conn, state, chain, filter, limit)
+            .batch_on(&mut conn, &mut state, chain, filter, limit)
             .await?;
         self.batch_conn.keep(conn, ConnState { open, ..state });
         Ok(outcome)
