@@ -438,7 +438,10 @@ async fn missing_procedure_falls_back_to_statements() {
         )))
         .await
         .unwrap();
-    let report = run.await.unwrap().expect("the run completes without a retry");
+    let report = run
+        .await
+        .unwrap()
+        .expect("the run completes without a retry");
     assert_eq!(report.total_cleaned, invites.len() as u64);
     assert_eq!(report.retries, 0);
     let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();

@@ -34,6 +34,9 @@ const LOCKED_SETTING: &str = "token_cleanup.locked";
 /// PostgreSQL 11), feature not supported.
 const REFUSALS: [&str; 4] = ["42501", "25006", "42601", "0A000"];
 
+/// SQLSTATE of an unknown function or procedure.
+const UNDEFINED_FUNCTION: &str = "42883";
+
 /// Milliseconds since the epoch on the database clock (leases use one clock for every
 /// instance).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -86,9 +89,6 @@ fn plan_text(rows: &[sqlx::postgres::PgRow]) -> Result<String> {
         .collect::<Result<Vec<_>>>()
         .map(|lines| lines.join("\n"))
 }
-
-/// SQLSTATE of an unknown function or procedure.
-const UNDEFINED_FUNCTION: &str = "42883";
 
 /// Whether `e` is a server error with one of these SQLSTATEs.
 fn sqlstate_in(e: &sqlx::Error, codes: &[&str]) -> bool {
@@ -174,9 +174,11 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 ///
 /// Nothing is installed in the host's schemas, `migrate()` is not involved, and the
 /// procedure always matches the running version of this crate. A batch timeout is the
-/// batch connection's session `statement_timeout`. Measured on 1,000,000 tokens in one
-/// run, in turn with the single statement: 1.46x the single `DELETE` at batch 1000
-/// against 1.61x for the statement path below, and 1.00x against 1.27x at batch 5000.
+/// batch connection's session `statement_timeout`. Measured on 1,000,000 tokens, in
+/// turn with the single statement (three runs of 5): 1.35x to 1.47x the single `DELETE`
+/// at batch 1000, against 1.46x to 1.73x for the statement path below in the same runs;
+/// at batch 5000 the two paths were within the noise of each other (1.00x to 1.21x
+/// against 1.10x to 1.27x).
 ///
 /// When the server refuses to create the procedure (a role without the `TEMPORARY`
 /// privilege on the database, a server older than PostgreSQL 11), or a `CALL` finds it
@@ -243,7 +245,8 @@ pub struct PostgresStore {
     synchronous_commit: bool,
     /// Whether batches `CALL` a procedure (when the server lets the store create it).
     batch_procedure: bool,
-    /// The server refused to create the batch procedure once: batches run statements.
+    /// The server refused the batch procedure for good, or a `CALL` found it gone:
+    /// batches run as statements.
     procedure_refused: AtomicBool,
     /// The connection batches hand on, and the state the last batch left it in.
     batch_conn: KeptConnection<sqlx::Postgres, ConnState>,
@@ -442,9 +445,9 @@ impl PostgresStore {
     }
 
     /// The key column and the condition of the expired (or, with `used_criterion`, the
-    /// used) criterion, with `bounds` more comparisons of the key (`>=`, `<`, `=`), numbering
-    /// parameters from `$first`: the type, the cutoff, the used criterion's expiry bound,
-    /// then one per bound.
+    /// used) criterion, with `bounds` more comparisons of the key (`>=`, `<`, `=`),
+    /// numbering parameters from `$first`: the type, the cutoff, the used criterion's
+    /// expiry bound, then one per bound.
     fn condition(&self, used_criterion: bool, first: usize, bounds: &[&str]) -> (&str, String) {
         let QuotedNames { exp, used, ty, .. } = &self.names;
         let (type_at, before_at) = (first, first + 1);
