@@ -813,8 +813,7 @@ impl PostgresStore {
         filter: &BatchFilter,
         limit: u32,
     ) -> Result<(BatchOutcome, bool)> {
-        let mut procedure = state.procedure;
-        if !procedure && !state.open {
+        if !state.procedure && !state.open {
             self.control(conn, self.begin_sql()).await?;
         }
         let nothing_left = BatchOutcome {
@@ -830,7 +829,7 @@ impl PostgresStore {
             {
                 Some(window) => window,
                 None => {
-                    let open = self.finish(conn, procedure, true, false).await?;
+                    let open = self.finish(conn, state.procedure, true, false).await?;
                     return Ok((nothing_left, open));
                 }
             },
@@ -838,13 +837,12 @@ impl PostgresStore {
         let mut probed = false;
         loop {
             let hi = window_end(window.start, window.width, filter);
-            let (deleted, locked) = if procedure {
+            let (deleted, locked) = if state.procedure {
                 let Some((deleted, locked)) = self
                     .call_window(conn, filter, window.start, hi, limit)
                     .await?
                 else {
                     // The same window again, as plain statements in a transaction.
-                    procedure = false;
                     state.procedure = false;
                     self.control(conn, self.begin_sql()).await?;
                     continue;
@@ -865,13 +863,13 @@ impl PostgresStore {
                 (deleted, None)
             };
             if deleted > u64::from(limit) {
-                self.finish(conn, procedure, false, true).await?;
+                self.finish(conn, state.procedure, false, true).await?;
                 if window.width == 1 {
-                    if procedure {
+                    if state.procedure {
                         self.control(conn, self.begin_sql()).await?;
                     }
                     return self
-                        .tie_batch(conn, chain && !procedure, filter, limit, window)
+                        .tie_batch(conn, chain && !state.procedure, filter, limit, window)
                         .await;
                 }
                 let spread = window.spread.max(window.deviation(deleted, limit));
@@ -889,7 +887,7 @@ impl PostgresStore {
                     {
                         Some(window) => window,
                         None => {
-                            let open = self.finish(conn, procedure, true, false).await?;
+                            let open = self.finish(conn, state.procedure, true, false).await?;
                             return Ok((nothing_left, open));
                         }
                     }
@@ -901,7 +899,7 @@ impl PostgresStore {
                 None => deleted > 0 || self.got_lock(conn).await?,
             };
             if !locked {
-                let open = self.finish(conn, procedure, false, false).await?;
+                let open = self.finish(conn, state.procedure, false, false).await?;
                 return Ok((BatchOutcome::left_to_other_instance(filter), open));
             }
             let Some(hi) = hi else {
@@ -911,7 +909,10 @@ impl PostgresStore {
                     resume_from: Some(cutoff(filter)),
                     more: false,
                 };
-                return Ok((outcome, self.finish(conn, procedure, true, false).await?));
+                return Ok((
+                    outcome,
+                    self.finish(conn, state.procedure, true, false).await?,
+                ));
             };
             if deleted == 0 {
                 // A gap in the keys: the next batch probes past it.
@@ -924,7 +925,10 @@ impl PostgresStore {
                 resume_from: Some(hi),
                 more: true,
             };
-            return Ok((outcome, self.finish(conn, procedure, true, chain).await?));
+            return Ok((
+                outcome,
+                self.finish(conn, state.procedure, true, chain).await?,
+            ));
         }
     }
 
