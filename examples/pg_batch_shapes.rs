@@ -1,6 +1,6 @@
 //! Which batch shapes could bring a batched cleanup closer to one `DELETE` on PostgreSQL:
-//! an experiment, not what the store runs (the README's "Where the rest of the time
-//! goes" has its numbers).
+//! an experiment, not what the store runs (BENCHMARKS.md has its numbers, under "Where
+//! the rest of the time goes" and "What is left at batch 1000 on PostgreSQL").
 //!
 //! ```sh
 //! cargo run --release --example pg_batch_shapes --features postgres -- \
@@ -27,8 +27,11 @@
 //! - `call-all`: `CALL`, every type in one window, one `DELETE` per type;
 //! - `call-counted`: `CALL`, an index-only count per type, then one `DELETE` of all types;
 //! - `call-returning`: `CALL`, one `DELETE` of all types counted per type by `RETURNING`;
+//!   `call-filter`: the same, counted in one pass over the returned rows (`FILTER`);
 //! - `do`, `do-rr`, `do-all`: a `DO` loop inside the server committing each batch, one
-//!   type per window, types in turn, all types in one `DELETE`;
+//!   type per window, types in turn, all types in one `DELETE`; `do-returning`: all types
+//!   in one `DELETE` counted per type by `RETURNING` (what exact per-type counts cost a
+//!   shared window inside the server);
 //! - `round-trip`: 868 prepared `SELECT`s (no data; the cost of a round trip).
 
 use std::time::{Duration, Instant};
@@ -107,6 +110,23 @@ BEGIN
   SELECT array_agg((SELECT count(*) FROM d WHERE d.token_type = u.ty) ORDER BY u.ord)
     INTO counts FROM unnest(types) WITH ORDINALITY u(ty, ord);
   SELECT sum(x) INTO total FROM unnest(counts) x;
+  IF total > lim THEN ROLLBACK; RETURN; END IF;
+  COMMIT;
+END $$;
+CREATE OR REPLACE PROCEDURE tc_shapes.sweep_filter(types text[], lo timestamptz,
+    hi timestamptz, lim bigint, INOUT counts bigint[] DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE total bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF NOT pg_try_advisory_xact_lock(1, 7) THEN ROLLBACK; RETURN; END IF;
+  WITH d AS (DELETE FROM tc_shapes.t WHERE token_type = ANY(types)
+             AND expires_at >= lo AND expires_at < hi RETURNING token_type)
+  SELECT ARRAY[count(*) FILTER (WHERE token_type = types[1]),
+               count(*) FILTER (WHERE token_type = types[2]),
+               count(*) FILTER (WHERE token_type = types[3]),
+               count(*) FILTER (WHERE token_type = types[4])], count(*)
+    INTO counts, total FROM d;
   IF total > lim THEN ROLLBACK; RETURN; END IF;
   COMMIT;
 END $$;
@@ -374,13 +394,14 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
                 total += n as u64;
             }
         }
-        "call-all" | "call-counted" | "call-returning" => {
+        "call-all" | "call-counted" | "call-returning" | "call-filter" => {
             conn.execute("SET plan_cache_mode = force_generic_plan")
                 .await
                 .expect("settings");
             let procedure = match shape {
                 "call-all" => "sweep",
                 "call-counted" => "sweep_counted",
+                "call-filter" => "sweep_filter",
                 _ => "sweep_returning",
             };
             let sql = format!("CALL tc_shapes.{procedure}($1, $2, $3, $4)");
@@ -388,6 +409,27 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
                 let counts: Vec<i64> = call(conn, &sql, &types, lo, hi).await;
                 total += counts.iter().sum::<i64>() as u64;
             }
+        }
+        "do-returning" => {
+            let types = token_types::ALL.map(|t| format!("'{t}'")).join(", ");
+            let block = format!(
+                "DO $$ DECLARE base timestamptz := '{}'; cutoff timestamptz := '{}'; \
+                 lo timestamptz; hi timestamptz; c bigint[]; types text[] := ARRAY[{types}]; BEGIN \
+                 lo := base; WHILE lo < cutoff LOOP \
+                 hi := least(lo + interval '{ALL_WINDOW} seconds', cutoff); \
+                 PERFORM set_config('synchronous_commit', 'off', true); \
+                 PERFORM pg_try_advisory_xact_lock(1, 7); \
+                 WITH d AS (DELETE FROM tc_shapes.t WHERE token_type = ANY(types) \
+                   AND expires_at >= lo AND expires_at < hi RETURNING token_type) \
+                 SELECT ARRAY[count(*) FILTER (WHERE token_type = types[1]), \
+                   count(*) FILTER (WHERE token_type = types[2]), \
+                   count(*) FILTER (WHERE token_type = types[3]), \
+                   count(*) FILTER (WHERE token_type = types[4])] INTO c FROM d; \
+                 COMMIT; lo := hi; END LOOP; END $$",
+                keys.base.to_rfc3339(),
+                keys.cutoff.to_rfc3339()
+            );
+            conn.execute(AssertSqlSafe(block)).await.expect("do block");
         }
         "do" | "do-rr" | "do-all" => {
             let block = match shape {
