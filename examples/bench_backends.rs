@@ -4,7 +4,7 @@
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
 //!     [--naive] [--synchronous-commit] [--statements | --both-paths] \
-//!     [--sweep auto|always|never] [--sequential-hashes] \
+//!     [--sweep auto|always|never] [--sequential-hashes] [--current-thread] \
 //!     [--url URL]
 //! ```
 //!
@@ -38,6 +38,10 @@
 //! a batch (`PostgresStore::batch_procedure(false)`), instead of one `CALL` of the
 //! store's batch procedure; `--both-paths` times both in every run, in turn with the
 //! single statement, and prints the statement path's medians after the table.
+//!
+//! The bench runs on a multi-threaded Tokio runtime with two workers, as a web service
+//! would; `--current-thread` runs it on a single-threaded one instead, to see what the
+//! runtime adds to each round trip to the database.
 //!
 //! Default URLs: `postgres://postgres@127.0.0.1:5432/test` (schema `tc_bench`),
 //! `mysql://root@127.0.0.1:3306/test` (database `tc_bench`), and a SQLite file in the
@@ -88,6 +92,7 @@ struct Args {
     sweep: SweepMode,
     url: Option<String>,
     sequential_hashes: bool,
+    current_thread: bool,
 }
 
 fn usage() -> ! {
@@ -95,7 +100,7 @@ fn usage() -> ! {
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
          [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] \
          [--statements | --both-paths] [--sweep auto|always|never] [--sequential-hashes] \
-         [--url URL]"
+         [--current-thread] [--url URL]"
     );
     std::process::exit(2)
 }
@@ -114,6 +119,7 @@ fn parse_args() -> Args {
         sweep: SweepMode::Auto,
         url: None,
         sequential_hashes: false,
+        current_thread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -141,6 +147,7 @@ fn parse_args() -> Args {
             "--statements" => args.statements = true,
             "--both-paths" => args.both_paths = true,
             "--sequential-hashes" => args.sequential_hashes = true,
+            "--current-thread" => args.current_thread = true,
             "--sweep" => {
                 args.sweep = match value().as_str() {
                     "auto" => SweepMode::Auto,
@@ -574,9 +581,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = parse_args();
+    let runtime = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    }
+    .enable_all()
+    .build()
+    .expect("a Tokio runtime");
+    runtime.block_on(bench(args));
+}
+
+async fn bench(args: Args) {
     let recorder = DebuggingRecorder::new();
     METRICS
         .set(recorder.snapshotter())
