@@ -797,3 +797,148 @@ async fn refused_connection_is_a_typed_error() {
     ));
     let _ = Utc::now();
 }
+
+/// A pool whose sessions run in `zone` (as a host's `after_connect` may set them).
+async fn pool_in_zone(zone: &'static str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(AssertSqlSafe(format!("SET TIME ZONE '{zone}'")))
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_with(
+            <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&server::url())
+                .unwrap(),
+        )
+        .await
+        .expect("PostgreSQL reachable")
+}
+
+/// Expiry and used-at columns of type `timestamp` (holding UTC) or `timestamptz`, in
+/// sessions whose time zone is 14 hours ahead of UTC or 11 behind: statistics, dry runs
+/// and runs (both paths, used tokens too) see exactly the tokens that are expired or used
+/// in UTC. Read through the session's time zone, the tokens due within the next 13 hours
+/// would pass for expired (ahead) or the expired ones for active (behind).
+#[tokio::test]
+async fn time_columns_ignore_the_session_time_zone() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let t0 = suite::t0();
+    let at = |seconds: i64| t0 + TimeDelta::seconds(seconds);
+    // 1 and 2 expired; 3 expires at the cutoff, 4 to 6 later; 7 used two hours ago and 8
+    // (oddly) ten hours from now, both expiring tomorrow.
+    let tokens = [
+        (1, at(-7200), None),
+        (2, at(-60), None),
+        (3, t0, None),
+        (4, at(60), None),
+        (5, at(7200), None),
+        (6, at(13 * 3600), None),
+        (7, at(86_400), Some(at(-7200))),
+        (8, at(86_400), Some(at(10 * 3600))),
+    ];
+    let layouts = [
+        ("timestamp", "timestamp"),
+        ("timestamptz", "timestamp"),
+        ("timestamptz", "timestamptz"),
+    ];
+    for zone in ["Pacific/Kiritimati", "Pacific/Pago_Pago"] {
+        for (expires, used) in layouts {
+            for procedure in [true, false] {
+                let case = format!("{zone}, {expires}/{used}, procedure {procedure}");
+                let schema = server::fresh_schema(&admin).await;
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
+                         token_type VARCHAR(64) NOT NULL, expires_at {expires} NOT NULL, \
+                         used_at {used})"
+                    )))
+                    .await
+                    .unwrap();
+                for (id, expires_at, used_at) in tokens {
+                    // The admin pool's sessions are in UTC (sqlx's default).
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO \"{schema}\".verification_tokens VALUES ($1, $2, $3, $4)"
+                    )))
+                    .bind(id)
+                    .bind(PASSWORD_RESET)
+                    .bind(expires_at)
+                    .bind(used_at)
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                }
+                let table = TokenTable::builder().schema(&schema).build().unwrap();
+                let store =
+                    PostgresStore::new(pool_in_zone(zone).await, table).batch_procedure(procedure);
+                store.migrate().await.unwrap();
+                let service = service(Arc::new(store));
+
+                let stats = service.statistics(1).await.unwrap();
+                let counts = &stats.token_types[0].counts;
+                assert_eq!(
+                    (counts.total, counts.expired, counts.used, counts.active),
+                    (8, 2, 2, 4),
+                    "{case}"
+                );
+                assert_eq!(counts.oldest_expired, Some(at(-7200)), "{case}");
+                let request = CleanupRequest::all_types().include_used(true);
+                let dry = service
+                    .cleanup_expired_tokens(request.clone().dry_run(true))
+                    .await
+                    .unwrap();
+                let real = service.cleanup_expired_tokens(request).await.unwrap();
+                assert_eq!((dry.total_cleaned, real.total_cleaned), (3, 3), "{case}");
+                let left: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT id FROM \"{schema}\".verification_tokens ORDER BY id"
+                )))
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+                assert_eq!(left, [3, 4, 5, 6, 8], "{case}");
+            }
+        }
+    }
+}
+
+/// An expiry column that holds no instant (here Unix seconds in a `bigint`) is a typed
+/// error naming the column, before any row is touched.
+#[tokio::test]
+async fn non_time_expiry_column_is_a_typed_error() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let schema = server::fresh_schema(&admin).await;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
+             token_type VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL, used_at timestamptz); \
+             INSERT INTO \"{schema}\".verification_tokens VALUES (1, '{PASSWORD_RESET}', 0, NULL)"
+        )))
+        .await
+        .unwrap();
+    let table = TokenTable::builder().schema(&schema).build().unwrap();
+    let store = Arc::new(PostgresStore::new(admin.clone(), table));
+    let filter = BatchFilter::new(
+        PASSWORD_RESET,
+        Criterion::Expired {
+            before: suite::t0(),
+        },
+    );
+    let err = store.delete_batch(&filter, 100).await.unwrap_err();
+    let message = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                store: "postgres",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(message.contains("`expires_at` is `bigint`"), "{message}");
+    let err = store.count(&filter).await.unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert_eq!(ids(&store).await, BTreeSet::from([1]));
+}

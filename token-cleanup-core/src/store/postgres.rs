@@ -1,5 +1,6 @@
 //! PostgreSQL store (sqlx + sea-query).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -52,6 +53,45 @@ struct ConnState {
     open: bool,
     /// The batch procedures exist on it: batches `CALL` them.
     procedure: bool,
+}
+
+/// How a time column holds instants. Every comparison and every key read back goes
+/// through it, so that they are exact whatever the session's `TimeZone` (sqlx starts
+/// sessions in UTC, but a host's `after_connect` may set another).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ColumnTime {
+    /// `timestamptz`: instants as they are.
+    #[default]
+    Tz,
+    /// `timestamp` holding UTC: instants are converted `AT TIME ZONE 'UTC'`, never
+    /// through the session's time zone.
+    Utc,
+}
+
+impl ColumnTime {
+    /// The instant parameter `$n` as a value of the column's type (so that the column
+    /// side stays bare and its index usable).
+    fn param(self, n: usize) -> String {
+        match self {
+            ColumnTime::Tz => format!("${n}"),
+            ColumnTime::Utc => format!("(${n}::timestamptz AT TIME ZONE 'UTC')"),
+        }
+    }
+
+    /// The column read back as an instant (`timestamptz`).
+    fn read(self, column: &str) -> String {
+        match self {
+            ColumnTime::Tz => column.to_owned(),
+            ColumnTime::Utc => format!("({column} AT TIME ZONE 'UTC')"),
+        }
+    }
+}
+
+/// The types of the token table's expiry and used-at columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TimeColumns {
+    expires: ColumnTime,
+    used: ColumnTime,
 }
 
 /// A pass's key window: from an expiry, in microseconds.
@@ -119,7 +159,11 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on PostgreSQL 12 or later.
 ///
 /// The token table may live in any schema ([`TokenTable::schema`]); the expiry and
-/// used-at columns are `timestamptz` (or `timestamp` holding UTC). Run records and job
+/// used-at columns are `timestamptz`, or `timestamp` holding UTC. The store reads their
+/// types from the catalog once, and compares a `timestamp` column with instants converted
+/// `AT TIME ZONE 'UTC'`, so comparisons are exact whatever `TimeZone` the host's sessions
+/// run in (a test runs them 14 hours ahead of UTC and 11 behind); a column of another
+/// type is an [`Error::Store`] naming it, before any row is touched. Run records and job
 /// leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it, so every
 /// instance of the host sees the same runs, statistics and reports.
 ///
@@ -251,6 +295,8 @@ pub struct PostgresStore {
     /// The connection batches hand on, and the state the last batch left it in.
     batch_conn: KeptConnection<sqlx::Postgres, ConnState>,
     windows: Windows,
+    /// The time columns' types, read from the catalog once the table exists.
+    time_columns: OnceLock<TimeColumns>,
     #[cfg(feature = "test-util")]
     faults: std::sync::Mutex<Vec<String>>,
 }
@@ -281,6 +327,7 @@ impl PostgresStore {
             procedure_refused: AtomicBool::new(false),
             batch_conn: KeptConnection::new(),
             windows: Windows::default(),
+            time_columns: OnceLock::new(),
             #[cfg(feature = "test-util")]
             faults: Default::default(),
         }
@@ -343,6 +390,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn explain_batch(&self, filter: &BatchFilter, limit: u32) -> Result<String> {
+        self.time_columns().await?;
         let mut conn = self.pool.acquire().await.map_err(err("explain a batch"))?;
         let resume: Vec<DateTime<Utc>> = filter.resume_from.into_iter().collect();
         let probe = Self::bind_condition(
@@ -448,30 +496,108 @@ impl PostgresStore {
     /// used) criterion, with `bounds` more comparisons of the key (`>=`, `<`, `=`),
     /// numbering parameters from `$first`: the type, the cutoff, the used criterion's
     /// expiry bound, then one per bound.
-    fn condition(&self, used_criterion: bool, first: usize, bounds: &[&str]) -> (&str, String) {
+    ///
+    /// Returns the key column, its type, and the condition.
+    fn condition(
+        &self,
+        used_criterion: bool,
+        first: usize,
+        bounds: &[&str],
+    ) -> (&str, ColumnTime, String) {
         let QuotedNames { exp, used, ty, .. } = &self.names;
+        let times = self.times();
         let (type_at, before_at) = (first, first + 1);
-        let (key, mut cond, mut next) = if used_criterion {
+        let (key, key_time, mut cond, mut next) = if used_criterion {
             // The engine refuses `include_used` without a used-at column.
             let used = used.as_deref().unwrap_or(exp);
             let bound_at = first + 2;
             (
                 used,
-                format!("{ty} = ${type_at} AND {used} < ${before_at} AND {exp} >= ${bound_at}"),
+                times.used,
+                format!(
+                    "{ty} = ${type_at} AND {used} < {} AND {exp} >= {}",
+                    times.used.param(before_at),
+                    times.expires.param(bound_at)
+                ),
                 first + 3,
             )
         } else {
             (
                 exp.as_str(),
-                format!("{ty} = ${type_at} AND {exp} < ${before_at}"),
+                times.expires,
+                format!(
+                    "{ty} = ${type_at} AND {exp} < {}",
+                    times.expires.param(before_at)
+                ),
                 first + 2,
             )
         };
         for op in bounds {
-            cond.push_str(&format!(" AND {key} {op} ${next}"));
+            cond.push_str(&format!(" AND {key} {op} {}", key_time.param(next)));
             next += 1;
         }
-        (key, cond)
+        (key, key_time, cond)
+    }
+
+    /// The time columns' types as read by [`time_columns`](Self::time_columns), or what
+    /// `migrate()` creates while they have not been read.
+    fn times(&self) -> TimeColumns {
+        self.time_columns.get().copied().unwrap_or_default()
+    }
+
+    /// Reads the time columns' types from the catalog, once: `timestamptz`, or
+    /// `timestamp` holding UTC. Any other type is an error naming the column. Until the
+    /// table exists (before `migrate()`), nothing is remembered. Every entry point that
+    /// compares times calls this first.
+    async fn time_columns(&self) -> Result<TimeColumns> {
+        if let Some(times) = self.time_columns.get() {
+            return Ok(*times);
+        }
+        let table = &self.sql.table;
+        let expires = table.expires_column().as_str();
+        let used = table.used_column().map(|u| u.as_str());
+        let names: Vec<&str> = std::iter::once(expires).chain(used).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, CASE a.atttypid WHEN 'timestamptz'::regtype THEN '' \
+               WHEN 'timestamp'::regtype THEN 'utc' \
+               ELSE format_type(a.atttypid, a.atttypmod) END \
+             FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2) \
+               AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(&self.names.table)
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("read the token table's column types"))?;
+        let mut times = TimeColumns::default();
+        for (column, kind) in &rows {
+            let time = match kind.as_str() {
+                "" => ColumnTime::Tz,
+                "utc" => ColumnTime::Utc,
+                other => {
+                    return Err(Error::store(
+                        STORE,
+                        "read the token table's column types",
+                        format!(
+                            "column `{column}` is `{other}`; the store needs `timestamptz`, \
+                             or `timestamp` holding UTC"
+                        ),
+                    ));
+                }
+            };
+            if column == expires {
+                times.expires = time;
+            }
+            if Some(column.as_str()) == used {
+                times.used = time;
+            }
+        }
+        // A table or column that does not exist yet fails the statement that needs it.
+        if rows.len() == names.len() {
+            let _ = self.time_columns.set(times);
+        }
+        Ok(times)
     }
 
     /// Binds [`condition`](Self::condition)'s parameters: the type, the cutoffs, `keys`.
@@ -496,11 +622,12 @@ impl PostgresStore {
         } else {
             &[]
         };
-        let (key, cond) = self.condition(filter.criterion.is_used(), 1, bounds);
+        let (key, key_time, cond) = self.condition(filter.criterion.is_used(), 1, bounds);
         let offset_at = 3 + usize::from(filter.criterion.is_used()) + bounds.len();
+        let read = key_time.read(key);
         format!(
-            "SELECT (SELECT {key} FROM {table} WHERE {cond} ORDER BY {key} LIMIT 1), \
-             (SELECT {key} FROM {table} WHERE {cond} ORDER BY {key} OFFSET ${offset_at} LIMIT 1)"
+            "SELECT (SELECT {read} FROM {table} WHERE {cond} ORDER BY {key} LIMIT 1), \
+             (SELECT {read} FROM {table} WHERE {cond} ORDER BY {key} OFFSET ${offset_at} LIMIT 1)"
         )
     }
 
@@ -522,7 +649,7 @@ impl PostgresStore {
     fn window_sql(&self, filter: &BatchFilter, bounded: bool) -> String {
         let table = &self.names.table;
         let bounds: &[&str] = if bounded { &[">=", "<"] } else { &[">="] };
-        let (_, cond) = self.condition(filter.criterion.is_used(), 2, bounds);
+        let (_, _, cond) = self.condition(filter.criterion.is_used(), 2, bounds);
         let (lock, locked) = self.lock_cte();
         format!("WITH {lock} DELETE FROM {table} WHERE {locked} AND {cond}")
     }
@@ -531,7 +658,7 @@ impl PostgresStore {
     /// microsecond that still holds more than a batch.
     fn tie_sql(&self, filter: &BatchFilter) -> String {
         let table = &self.names.table;
-        let (_, cond) = self.condition(filter.criterion.is_used(), 2, &["="]);
+        let (_, _, cond) = self.condition(filter.criterion.is_used(), 2, &["="]);
         let limit_at = 5 + usize::from(filter.criterion.is_used());
         let (lock, locked) = self.lock_cte();
         format!(
@@ -568,8 +695,8 @@ impl PostgresStore {
         };
         let hi_at = 5 + usize::from(used);
         let limit_at = hi_at + 1;
-        let (_, open) = self.condition(used, 2, &[">="]);
-        let (_, bounded) = self.condition(used, 2, &[">=", "<"]);
+        let (_, _, open) = self.condition(used, 2, &[">="]);
+        let (_, _, bounded) = self.condition(used, 2, &[">=", "<"]);
         let synchronous = if self.synchronous_commit {
             ""
         } else {
@@ -969,6 +1096,7 @@ impl PostgresStore {
     }
 
     async fn run_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
+        self.time_columns().await?;
         let (mut conn, kept) = self
             .batch_conn
             .take(&self.pool)
@@ -1080,12 +1208,22 @@ impl TokenStore for PostgresStore {
     }
 
     async fn count(&self, filter: &BatchFilter) -> Result<u64> {
-        let (sql, values) = self.sql.count(filter).build_sqlx(PostgresQueryBuilder);
-        let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+        self.time_columns().await?;
+        // The batches' own condition, so that a dry run counts what a run deletes.
+        let bounds: &[&str] = if filter.resume_from.is_some() {
+            &[">="]
+        } else {
+            &[]
+        };
+        let (_, _, cond) = self.condition(filter.criterion.is_used(), 1, bounds);
+        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", self.names.table);
+        let keys: Vec<DateTime<Utc>> = filter.resume_from.into_iter().collect();
+        let n: i64 = Self::bind_condition(sqlx::query(AssertSqlSafe(sql)), filter, &keys)
             .fetch_one(&self.pool)
             .await
+            .and_then(|row| row.try_get(0))
             .map_err(err("count tokens"))?;
-        Ok(n as u64)
+        Ok(n.unsigned_abs())
     }
 
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
@@ -1093,8 +1231,35 @@ impl TokenStore for PostgresStore {
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
-        let (sql, values) = self.sql.type_counts(now).build_sqlx(PostgresQueryBuilder);
-        let rows = sqlx::query_with(AssertSqlSafe(sql), values)
+        let times = self.time_columns().await?;
+        let QuotedNames {
+            table,
+            ty,
+            exp,
+            used,
+            ..
+        } = &self.names;
+        let expired = format!("{exp} < {}", times.expires.param(1));
+        let (used_count, active) = match used {
+            Some(used) => (
+                format!("count({used})"),
+                format!("{exp} >= {} AND {used} IS NULL", times.expires.param(1)),
+            ),
+            None => (
+                "0::bigint".to_owned(),
+                format!("{exp} >= {}", times.expires.param(1)),
+            ),
+        };
+        // One grouped scan: type, total, expired, used, active, oldest expired expiry.
+        let sql = format!(
+            "SELECT {ty}, count(*), count(CASE WHEN {expired} THEN 1 END), {used_count}, \
+               count(CASE WHEN {active} THEN 1 END), \
+               min(CASE WHEN {expired} THEN {} END) \
+             FROM {table} GROUP BY {ty} ORDER BY {ty}",
+            times.expires.read(exp)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
             .fetch_all(&self.pool)
             .await
             .map_err(err("count tokens by type"))?;
