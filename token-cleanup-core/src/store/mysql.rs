@@ -36,9 +36,12 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on MySQL 8.0.1+ or MariaDB 10.6+ (InnoDB).
 ///
 /// The expiry and used-at columns are `DATETIME(6)` holding UTC (what [`migrate`] creates)
-/// or `TIMESTAMP`; sqlx sets each connection's `time_zone` to `+00:00`, which keeps both
-/// exact. A schema in [`TokenTable`] names the database that holds the table. Run records
-/// and job leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it.
+/// or `TIMESTAMP`. Every statement that compares or reads them runs with `time_zone =
+/// '+00:00'` (MariaDB's `SET STATEMENT .. FOR`, MySQL's `SET_VAR` optimizer hint), so
+/// both stay exact when the host's sessions use another time zone (a test runs them 13
+/// hours ahead of UTC and 11 behind, on MariaDB; the MySQL hint is not tested here). A
+/// schema in [`TokenTable`] names the database that holds the table. Run records and job
+/// leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it.
 ///
 /// # Sweeps: most of the table expired
 ///
@@ -186,15 +189,16 @@ impl MySqlStore {
                 values.push(value);
                 "?".to_owned()
             });
-        let (prefix, hint) = self.timeout_clauses(mariadb);
+        let (prefix, hint) = self.statement_clauses(mariadb, true);
         let probe = format!(
             "{prefix}SELECT {hint}ty, COUNT(*), MAX(k) FROM (\
                SELECT {id} AS k, {ty} AS ty FROM {table} FORCE INDEX (PRIMARY) \
                WHERE {id} > ? AND {id} <= ? AND ({cond}) ORDER BY {id} LIMIT ?) s \
              GROUP BY ty"
         );
+        let (prefix, hint) = self.statement_clauses(mariadb, mariadb);
         let delete =
-            format!("{prefix}DELETE FROM {table} WHERE {id} > ? AND {id} <= ? AND ({cond})");
+            format!("{prefix}DELETE {hint}FROM {table} WHERE {id} > ? AND {id} <= ? AND ({cond})");
         (probe, delete, values)
     }
 
@@ -314,7 +318,7 @@ impl MySqlStore {
     /// The key of the `limit`-th row of the batch (where the next batch resumes).
     fn probe_sql(&self, filter: &BatchFilter, mariadb: bool) -> String {
         let (key, crit) = self.condition(filter);
-        let (prefix, hint) = self.timeout_clauses(mariadb);
+        let (prefix, hint) = self.statement_clauses(mariadb, true);
         let table = &self.names.table;
         format!(
             "{prefix}SELECT {hint}{key} FROM {table} WHERE {crit} ORDER BY {key} LIMIT 1 OFFSET ?"
@@ -324,9 +328,9 @@ impl MySqlStore {
     /// The batch itself: InnoDB's native ordered, limited delete.
     fn delete_sql(&self, filter: &BatchFilter, mariadb: bool) -> String {
         let (key, crit) = self.condition(filter);
-        let (prefix, _) = self.timeout_clauses(mariadb);
+        let (prefix, hint) = self.statement_clauses(mariadb, mariadb);
         let table = &self.names.table;
-        format!("{prefix}DELETE FROM {table} WHERE {crit} ORDER BY {key} LIMIT ?")
+        format!("{prefix}DELETE {hint}FROM {table} WHERE {crit} ORDER BY {key} LIMIT ?")
     }
 
     /// The named lock that lets one instance at a time delete a type (at most 64 chars).
@@ -344,22 +348,39 @@ impl MySqlStore {
         format!("token_cleanup:{:08x}", hash as u32)
     }
 
-    /// `SET STATEMENT max_statement_time = s FOR ` (MariaDB) or an optimizer hint (MySQL).
-    fn timeout_clauses(&self, mariadb: bool) -> (String, String) {
-        match self.batch_timeout {
-            None => (String::new(), String::new()),
-            Some(t) if mariadb => (
-                format!(
-                    "SET STATEMENT max_statement_time = {:.3} FOR ",
-                    t.as_secs_f64()
-                ),
+    /// What runs one statement in UTC, and under the batch timeout when `timed`:
+    /// MariaDB's `SET STATEMENT .. FOR ` prefix, or optimizer hints for MySQL to put after
+    /// the statement's first keyword (MySQL honours `MAX_EXECUTION_TIME` in a `SELECT`
+    /// only). In UTC, a `TIMESTAMP` column compares with and reads back the UTC instants
+    /// that sqlx binds and decodes, whatever `time_zone` the host's sessions are in.
+    fn statement_clauses(&self, mariadb: bool, timed: bool) -> (String, String) {
+        let timeout = self.batch_timeout.filter(|_| timed);
+        if mariadb {
+            let timeout = timeout.map_or(String::new(), |t| {
+                format!(", max_statement_time = {:.3}", t.as_secs_f64())
+            });
+            (
+                format!("SET STATEMENT time_zone = '+00:00'{timeout} FOR "),
                 String::new(),
-            ),
-            Some(t) => (
+            )
+        } else {
+            let timeout = timeout.map_or(String::new(), |t| {
+                format!(" MAX_EXECUTION_TIME({})", t.as_millis().max(1))
+            });
+            (
                 String::new(),
-                format!("/*+ MAX_EXECUTION_TIME({}) */ ", t.as_millis().max(1)),
-            ),
+                format!("/*+ SET_VAR(time_zone = '+00:00'){timeout} */ "),
+            )
         }
+    }
+
+    /// A `SELECT` built by sea-query, run in UTC ([`statement_clauses`](Self::statement_clauses)).
+    async fn select_in_utc(&self, sql: String) -> Result<String> {
+        let (prefix, hint) = self.statement_clauses(self.is_mariadb().await?, false);
+        let rest = sql.strip_prefix("SELECT ").unwrap_or_else(|| {
+            unreachable!("sea-query starts a select statement with SELECT: {sql}")
+        });
+        Ok(format!("{prefix}SELECT {hint}{rest}"))
     }
 
     /// Binds the condition's values (type, criterion, resume point).
@@ -671,6 +692,7 @@ impl TokenStore for MySqlStore {
 
     async fn count(&self, filter: &BatchFilter) -> Result<u64> {
         let (sql, values) = self.sql.count(filter).build_sqlx(MysqlQueryBuilder);
+        let sql = self.select_in_utc(sql).await?;
         let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql), values)
             .fetch_one(&self.pool)
             .await
@@ -726,6 +748,7 @@ impl TokenStore for MySqlStore {
             let stmt = self.sql.count_capped(filter, cap);
             async move {
                 let (sql, values) = stmt.build_sqlx(MysqlQueryBuilder);
+                let sql = self.select_in_utc(sql).await?;
                 sqlx::query_scalar_with(AssertSqlSafe(sql), values)
                     .fetch_one(&self.pool)
                     .await
@@ -763,6 +786,7 @@ impl TokenStore for MySqlStore {
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {
         let (sql, values) = self.sql.type_counts(now).build_sqlx(MysqlQueryBuilder);
+        let sql = self.select_in_utc(sql).await?;
         let rows = sqlx::query_with(AssertSqlSafe(sql), values)
             .fetch_all(&self.pool)
             .await
