@@ -23,8 +23,11 @@ use crate::table::TokenTable;
 
 const STORE: &str = "mysql";
 
-/// Milliseconds since the epoch on the database clock.
-const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+/// Milliseconds since the epoch on the database clock, from `UTC_TIMESTAMP` (not
+/// `UNIX_TIMESTAMP(NOW())`, which reads the local time back through the session's time
+/// zone and is an hour off during the hour a daylight-saving zone repeats).
+const NOW_MS: &str =
+    "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)";
 
 /// MariaDB `max_statement_time` exceeded.
 const ER_STATEMENT_TIMEOUT: u16 = 1969;
