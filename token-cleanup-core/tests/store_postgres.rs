@@ -820,25 +820,10 @@ async fn pool_in_zone(zone: &'static str) -> PgPool {
 /// Expiry and used-at columns of type `timestamp` (holding UTC) or `timestamptz`, in
 /// sessions whose time zone is 14 hours ahead of UTC or 11 behind: statistics, dry runs
 /// and runs (both paths, used tokens too) see exactly the tokens that are expired or used
-/// in UTC. Read through the session's time zone, the tokens due within the next 13 hours
-/// would pass for expired (ahead) or the expired ones for active (behind).
+/// in UTC ([`suite::check_zone_tokens`]).
 #[tokio::test]
 async fn time_columns_ignore_the_session_time_zone() {
     let admin = server::pool("token-cleanup-test", 2).await;
-    let t0 = suite::t0();
-    let at = |seconds: i64| t0 + TimeDelta::seconds(seconds);
-    // 1 and 2 expired; 3 expires at the cutoff, 4 to 6 later; 7 used two hours ago and 8
-    // (oddly) ten hours from now, both expiring tomorrow.
-    let tokens = [
-        (1, at(-7200), None),
-        (2, at(-60), None),
-        (3, t0, None),
-        (4, at(60), None),
-        (5, at(7200), None),
-        (6, at(13 * 3600), None),
-        (7, at(86_400), Some(at(-7200))),
-        (8, at(86_400), Some(at(10 * 3600))),
-    ];
     let layouts = [
         ("timestamp", "timestamp"),
         ("timestamptz", "timestamp"),
@@ -847,7 +832,6 @@ async fn time_columns_ignore_the_session_time_zone() {
     for zone in ["Pacific/Kiritimati", "Pacific/Pago_Pago"] {
         for (expires, used) in layouts {
             for procedure in [true, false] {
-                let case = format!("{zone}, {expires}/{used}, procedure {procedure}");
                 let schema = server::fresh_schema(&admin).await;
                 admin
                     .execute(AssertSqlSafe(format!(
@@ -857,7 +841,7 @@ async fn time_columns_ignore_the_session_time_zone() {
                     )))
                     .await
                     .unwrap();
-                for (id, expires_at, used_at) in tokens {
+                for (id, expires_at, used_at) in suite::zone_tokens() {
                     // The admin pool's sessions are in UTC (sqlx's default).
                     sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO \"{schema}\".verification_tokens VALUES ($1, $2, $3, $4)"
@@ -874,30 +858,8 @@ async fn time_columns_ignore_the_session_time_zone() {
                 let store =
                     PostgresStore::new(pool_in_zone(zone).await, table).batch_procedure(procedure);
                 store.migrate().await.unwrap();
-                let service = service(Arc::new(store));
-
-                let stats = service.statistics(1).await.unwrap();
-                let counts = &stats.token_types[0].counts;
-                assert_eq!(
-                    (counts.total, counts.expired, counts.used, counts.active),
-                    (8, 2, 2, 4),
-                    "{case}"
-                );
-                assert_eq!(counts.oldest_expired, Some(at(-7200)), "{case}");
-                let request = CleanupRequest::all_types().include_used(true);
-                let dry = service
-                    .cleanup_expired_tokens(request.clone().dry_run(true))
-                    .await
-                    .unwrap();
-                let real = service.cleanup_expired_tokens(request).await.unwrap();
-                assert_eq!((dry.total_cleaned, real.total_cleaned), (3, 3), "{case}");
-                let left: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-                    "SELECT id FROM \"{schema}\".verification_tokens ORDER BY id"
-                )))
-                .fetch_all(&admin)
-                .await
-                .unwrap();
-                assert_eq!(left, [3, 4, 5, 6, 8], "{case}");
+                let case = format!("{zone}, {expires}/{used}, procedure {procedure}");
+                suite::check_zone_tokens(Arc::new(store), &case).await;
             }
         }
     }

@@ -858,3 +858,61 @@ pub async fn sweep_modes_are_obeyed<S: TestStore>(auto: Arc<S>, always: Arc<S>, 
         );
     }
 }
+
+/// The `password_reset` tokens of the time zone tests, as `(id, expires_at, used_at)`
+/// around [`t0`]: 1 and 2 expired; 3 expiring at the cutoff, 4 to 6 in a minute, two
+/// hours and 13 hours; 7 used two hours ago and 8 (oddly) ten hours from now, both
+/// expiring tomorrow. Read through a session time zone hours away from UTC, some of the
+/// later ones pass for expired or the expired ones for active.
+pub fn zone_tokens() -> [(i64, DateTime<Utc>, Option<DateTime<Utc>>); 8] {
+    let at = |seconds: i64| t0() + TimeDelta::seconds(seconds);
+    [
+        (1, at(-7200), None),
+        (2, at(-60), None),
+        (3, t0(), None),
+        (4, at(60), None),
+        (5, at(7200), None),
+        (6, at(13 * 3600), None),
+        (7, at(86_400), Some(at(-7200))),
+        (8, at(86_400), Some(at(10 * 3600))),
+    ]
+}
+
+/// On a store whose table holds exactly [`zone_tokens`] (seeded by the test, in the
+/// column types it checks): statistics, a dry run and a run with used tokens at [`t0`]
+/// see exactly the tokens expired or used in UTC, and leave 3 to 6 and 8. `case` names
+/// the setup in failures.
+pub async fn check_zone_tokens<S: TestStore + 'static>(store: Arc<S>, case: &str) {
+    let service = service(store.clone());
+    let stats = service.statistics(1).await.expect("statistics");
+    let counts = &stats.token_types[0].counts;
+    assert_eq!(
+        (counts.total, counts.expired, counts.used, counts.active),
+        (8, 2, 2, 4),
+        "{case}: total, expired, used, active"
+    );
+    assert_eq!(
+        counts.oldest_expired,
+        Some(t0() - TimeDelta::hours(2)),
+        "{case}: oldest expired"
+    );
+    let request = CleanupRequest::all_types().include_used(true);
+    let dry = service
+        .cleanup_expired_tokens(request.clone().dry_run(true))
+        .await
+        .expect("dry run");
+    let real = service
+        .cleanup_expired_tokens(request)
+        .await
+        .expect("cleanup");
+    assert_eq!(
+        (dry.total_cleaned, real.total_cleaned),
+        (3, 3),
+        "{case}: dry run, run"
+    );
+    assert_eq!(
+        ids(&*store).await,
+        BTreeSet::from([3, 4, 5, 6, 8]),
+        "{case}: tokens left"
+    );
+}
