@@ -547,8 +547,8 @@ impl PostgresStore {
 
     /// Reads the time columns' types from the catalog, once: `timestamptz`, or
     /// `timestamp` holding UTC. Any other type is an error naming the column. Until the
-    /// table exists (before `migrate()`), nothing is remembered. Every entry point that
-    /// compares times calls this first.
+    /// table exists (before `migrate()`), nothing is remembered, and batches, counts and
+    /// statistics ask again. Every entry point that compares times calls this first.
     async fn time_columns(&self) -> Result<TimeColumns> {
         if let Some(times) = self.time_columns.get() {
             return Ok(*times);
@@ -593,8 +593,9 @@ impl PostgresStore {
                 times.used = time;
             }
         }
-        // A table or column that does not exist yet fails the statement that needs it.
-        if rows.len() == names.len() {
+        // Remembered once the table exists (the expiry column found); a used-at column
+        // that it lacks fails the statement that needs it, not every batch's lookup.
+        if !rows.is_empty() {
             let _ = self.time_columns.set(times);
         }
         Ok(times)
