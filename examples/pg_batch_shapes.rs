@@ -130,6 +130,31 @@ BEGIN
   IF total > lim THEN ROLLBACK; RETURN; END IF;
   COMMIT;
 END $$;
+CREATE TABLE IF NOT EXISTS tc_shapes.progress (id int PRIMARY KEY, done bigint NOT NULL,
+    removed bigint NOT NULL);
+INSERT INTO tc_shapes.progress VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE PROCEDURE tc_shapes.multi(ty text, lo timestamptz, cutoff timestamptz,
+    width interval, windows int, lim bigint, progress boolean, INOUT counts bigint[] DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE i int; n bigint; hi timestamptz;
+BEGIN
+  counts := '{}';
+  FOR i IN 1 .. windows LOOP
+    EXIT WHEN lo >= cutoff;
+    hi := least(lo + width, cutoff);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    IF NOT pg_try_advisory_xact_lock(1, 7) THEN ROLLBACK; RETURN; END IF;
+    DELETE FROM tc_shapes.t WHERE token_type = ty AND expires_at >= lo AND expires_at < hi;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > lim THEN ROLLBACK; RETURN; END IF;
+    IF progress THEN
+      UPDATE tc_shapes.progress SET done = done + 1, removed = removed + n WHERE id = 1;
+    END IF;
+    COMMIT;
+    counts := counts || n;
+    lo := hi;
+  END LOOP;
+END $$;
 "#;
 
 struct Args {
@@ -408,6 +433,35 @@ async fn run(conn: &mut PgConnection, shape: &str, keys: Keys) -> u64 {
             for (lo, hi) in keys.windows(ALL_WINDOW) {
                 let counts: Vec<i64> = call(conn, &sql, &types, lo, hi).await;
                 total += counts.iter().sum::<i64>() as u64;
+            }
+        }
+        "call-8" | "call-8-progress" | "call-4-progress" | "call-16-progress" => {
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+                .await
+                .expect("settings");
+            let per_call: i32 = shape[5..].split('-').next().unwrap().parse().unwrap();
+            let progress = shape.ends_with("progress");
+            let width = TimeDelta::seconds(TYPE_WINDOW);
+            for ty in token_types::ALL {
+                let mut lo = keys.base;
+                while lo < keys.cutoff {
+                    let counts: Vec<i64> = sqlx::query(
+                        "CALL tc_shapes.multi($1, $2, $3, make_interval(secs => $4), $5, $6, $7)",
+                    )
+                    .bind(ty)
+                    .bind(lo)
+                    .bind(keys.cutoff)
+                    .bind(TYPE_WINDOW as f64)
+                    .bind(per_call)
+                    .bind(LIMIT * 5)
+                    .bind(progress)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("call multi")
+                    .get(0);
+                    total += counts.iter().sum::<i64>() as u64;
+                    lo = (lo + width * per_call).min(keys.cutoff);
+                }
             }
         }
         "do-returning" => {

@@ -117,8 +117,8 @@ pub use stats::{
     TypeStatistics,
 };
 pub use store::{
-    BatchFilter, BatchOutcome, Criterion, MemoryStore, RunStore, SWEEP_SHARE, Sweep, SweepMode,
-    SweepOutcome, Token, TokenStore, TypeCounts,
+    BatchFilter, BatchOutcome, Batches, Criterion, MemoryStore, RunStore, SWEEP_SHARE, Sweep,
+    SweepMode, SweepOutcome, Token, TokenStore, TypeCounts,
 };
 pub use table::{Ident, TimeFormat, TokenTable, TokenTableBuilder, token_types};
 

@@ -622,6 +622,25 @@ impl TokenCleanupService {
                     || self.inner.shutdown.is_cancelled()
             }),
         };
+        // One token that a store's call of several batches can watch: cancelled once the
+        // run is, by any of the three ways.
+        let stop = CancellationToken::new();
+        let _watch = AbortOnDrop(tokio::spawn({
+            let (stop, cancel, local_cancel, shutdown) = (
+                stop.clone(),
+                cancel.clone(),
+                local_cancel.clone(),
+                self.inner.shutdown.clone(),
+            );
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = local_cancel.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                stop.cancel();
+            }
+        }));
         let expired = |token_type: &String| Criterion::Expired {
             before: plan.cutoffs[token_type],
         };
@@ -646,7 +665,9 @@ impl TokenCleanupService {
             let swept = sweep.is_some();
             if let Some(sweep) = sweep {
                 debug!(token_types = %plan.types.join(","), "sweeping the table for expired tokens");
-                let drained = self.drain(record, &mut pacer, Cursor::Sweep(sweep)).await;
+                let drained = self
+                    .drain(record, &mut pacer, Cursor::Sweep(sweep), &stop)
+                    .await;
                 if let Some(end) = run_ends(record, drained) {
                     break 'run end;
                 }
@@ -676,7 +697,9 @@ impl TokenCleanupService {
                         }
                         continue;
                     }
-                    let drained = self.drain(record, &mut pacer, Cursor::Type(filter)).await;
+                    let drained = self
+                        .drain(record, &mut pacer, Cursor::Type(filter), &stop)
+                        .await;
                     if let Some(end) = run_ends(record, drained) {
                         break 'run end;
                     }
@@ -701,50 +724,112 @@ impl TokenCleanupService {
     }
 
     /// Runs batches from `cursor` until it is exhausted (`Ok(None)`), the run must stop
-    /// at this batch boundary (`Ok(Some(reason))`), or a batch fails for good.
+    /// at this batch boundary (`Ok(Some(reason))`), or a batch fails for good. `stop` is
+    /// cancelled once the run is.
     async fn drain(
         &self,
         record: &mut RunRecord,
         pacer: &mut Pacer<'_>,
         mut cursor: Cursor,
+        stop: &CancellationToken,
     ) -> Result<Option<StopReason>> {
         let label = cursor.label();
+        // The attempt the next batch starts at: past 1 when it failed in a call that
+        // committed batches before it.
+        let mut first_attempt = 1;
         loop {
             if let Some(stop) = pacer.stop_reason() {
                 return Ok(Some(stop));
             }
             let limit = pacer.limit();
-            let batch_started = Instant::now();
+            // Several batches per call only when they follow each other at once.
+            let max = if self.inner.batch_pause.is_zero() {
+                pacer.full_batches()
+            } else {
+                1
+            };
+            let call_started = Instant::now();
             let result = self
-                .with_retry(record, &label, limit, Step::total, || {
-                    self.step(&cursor, limit)
+                .with_retry(record, &label, limit, first_attempt, Steps::total, || {
+                    self.step(&cursor, limit, max, stop)
                 })
                 .await;
-            let step =
-                result.map_err(|(attempts, source)| failed(record, &label, attempts, source))?;
-            self.after_batch(
-                record,
-                pacer,
-                &label,
-                &step.deleted(),
-                batch_started.elapsed(),
-            )
-            .await;
-            if cursor.advance(&step, limit) {
+            let Steps {
+                steps,
+                failed: failure,
+            } = result.map_err(|(attempts, source)| failed(record, &label, attempts, source))?;
+            let took = call_started.elapsed();
+            let mut done = false;
+            for (step, step_took) in &steps {
+                self.after_batch(
+                    record,
+                    pacer,
+                    &label,
+                    &step.deleted(),
+                    step_took.unwrap_or(took),
+                )
+                .await;
+                done = cursor.advance(step, limit);
+            }
+            first_attempt = 1;
+            if let Some(e) = failure {
+                // The batch after the committed ones failed, on its first attempt.
+                let retry = self.inner.retry;
+                if !(e.is_transient() && retry.max_attempts > 1) {
+                    warn!(token_type = %label, error = %e, "batch failed and was rolled back; giving up");
+                    return Err(failed(record, &label, 1, e));
+                }
+                let wait = retry.backoff(1);
+                warn!(
+                    token_type = %label,
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "batch failed and was rolled back; retrying"
+                );
+                record.progress.retries += 1;
+                tokio::time::sleep(wait).await;
+                first_attempt = 2;
+                continue;
+            }
+            if done {
                 return Ok(None);
             }
             self.pause().await;
         }
     }
 
-    /// One batch from `cursor`'s current position.
-    async fn step(&self, cursor: &Cursor, limit: u32) -> Result<Step> {
+    /// Batches from `cursor`'s current position: one of a sweep, up to `max` of a type.
+    async fn step(
+        &self,
+        cursor: &Cursor,
+        limit: u32,
+        max: u32,
+        stop: &CancellationToken,
+    ) -> Result<Steps> {
         Ok(match cursor {
-            Cursor::Sweep(sweep) => Step::Sweep(self.inner.store.sweep_batch(sweep, limit).await?),
-            Cursor::Type(filter) => Step::Type(
-                filter.token_type.clone(),
-                self.inner.store.delete_batch(filter, limit).await?,
-            ),
+            Cursor::Sweep(sweep) => Steps {
+                steps: vec![(
+                    Step::Sweep(self.inner.store.sweep_batch(sweep, limit).await?),
+                    None,
+                )],
+                failed: None,
+            },
+            Cursor::Type(filter) => {
+                let batches = self
+                    .inner
+                    .store
+                    .delete_batches(filter, limit, max, stop)
+                    .await?;
+                let steps = batches
+                    .committed
+                    .into_iter()
+                    .map(|(outcome, took)| (Step::Type(filter.token_type.clone(), outcome), took))
+                    .collect();
+                Steps {
+                    steps,
+                    failed: batches.failed,
+                }
+            }
         })
     }
 
@@ -791,6 +876,7 @@ impl TokenCleanupService {
         record: &mut RunRecord,
         label: &str,
         limit: u32,
+        first_attempt: u32,
         rows: impl Fn(&T) -> u64,
         mut attempt_batch: F,
     ) -> std::result::Result<T, (u32, Error)>
@@ -799,7 +885,7 @@ impl TokenCleanupService {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let retry = self.inner.retry;
-        let mut attempt = 1;
+        let mut attempt = first_attempt;
         loop {
             let span = info_span!(
                 "token_cleanup.batch",
@@ -933,6 +1019,15 @@ impl Pacer<'_> {
             r.min(u64::from(self.batch_size)) as u32
         })
     }
+
+    /// How many batches of the next size fit in what is left of `max_rows` (at least one).
+    fn full_batches(&self) -> u32 {
+        self.remaining
+            .map_or(u32::MAX, |r| {
+                u32::try_from(r / u64::from(self.limit().max(1))).unwrap_or(u32::MAX)
+            })
+            .max(1)
+    }
 }
 
 /// Where a pass of a run stands: a sweep through the table, or one type and criterion.
@@ -968,6 +1063,29 @@ impl Cursor {
             }
             _ => unreachable!("a step comes from its own cursor"),
         }
+    }
+}
+
+/// The batches one call committed, and what stopped it after them (see
+/// [`Batches`](crate::Batches)).
+struct Steps {
+    steps: Vec<(Step, Option<Duration>)>,
+    failed: Option<Error>,
+}
+
+impl Steps {
+    fn total(&self) -> u64 {
+        self.steps.iter().map(|(step, _)| step.total()).sum()
+    }
+}
+
+/// Aborts a task when dropped (the run's cancellation watcher, when the run ends or its
+/// future is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -341,12 +341,15 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
             .await
             .unwrap();
         let killed = kill_sleeping_backend(&admin, &app).await;
-        // The batch ran on the path asked for.
+        // The batch ran on the path asked for: on the procedure path, in a `CALL` of
+        // several batches (the batches before it in that call committed, and their counts
+        // are read back from `token_cleanup_batches`).
         assert_eq!(
             killed.starts_with("CALL pg_temp.token_cleanup_expired_"),
             procedure,
             "{killed}"
         );
+        assert_eq!(killed.contains("_windows("), procedure, "{killed}");
         let outcome = run.wait().await;
         let left = ids(&store).await;
         assert!(
@@ -379,6 +382,117 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
         }
         let expired_invite_ids: BTreeSet<i64> = invites.iter().map(|t| t.id).collect();
         assert!(ids(&store).await.is_disjoint(&expired_invite_ids));
+    }
+}
+
+/// A run cancelled while a `CALL` of several batches is in flight stops at the batch
+/// boundary it had reached: the batch in flight is withdrawn in the server and rolls
+/// back (its sleeping trigger would otherwise hold it for a minute and then let it
+/// commit), the batches the call committed before it are counted exactly, and the next
+/// run deletes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_run_withdraws_the_batch_in_flight() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let schema = server::fresh_schema(&admin).await;
+    let app = format!("token-cleanup-cancel-{schema}");
+    let store = store_in(server::pool(&app, 2).await, &schema).await;
+    let tokens = time_ordered(1000);
+    store.insert_tokens(&tokens).await.unwrap();
+    let mut invites: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
+        .collect();
+    invites.sort_by_key(|t| t.expires_at);
+    sleep_once_when_deleting(&admin, &schema, invites[650].id, 60).await;
+    let svc = service(store.clone());
+    let run = svc
+        .spawn_cleanup(CleanupRequest::new([INVITE]).batch_size(100))
+        .await
+        .unwrap();
+    // Wait for the sleeping batch without killing it.
+    let mut sleeping = String::new();
+    for _ in 0..600 {
+        let query: Option<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event = 'PgSleep'",
+        )
+        .bind(&app)
+        .fetch_optional(&admin)
+        .await
+        .unwrap();
+        if let Some(query) = query {
+            sleeping = query;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sleeping.contains("_windows("), "{sleeping:?}");
+    run.cancel();
+    let report = run.wait().await.expect("a cancelled run is not a failure");
+    assert_eq!(
+        report.stopped,
+        Some(token_cleanup_core::StopReason::Cancelled)
+    );
+    let committed = report.total_cleaned;
+    assert!(committed <= 650, "the batch in flight rolled back");
+    // Exactly the oldest expired invites up to the withdrawn batch are gone, counted.
+    let gone: BTreeSet<i64> = invites[..committed as usize].iter().map(|t| t.id).collect();
+    let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids(&store).await, &all - &gone);
+    let record = svc.run(report.run_id).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Cancelled);
+    assert_eq!(record.progress.total_cleaned, committed);
+    let next = svc
+        .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(100))
+        .await
+        .expect("the next run completes");
+    assert_eq!(next.total_cleaned, invites.len() as u64 - committed);
+}
+
+/// Batches go several to a `CALL`, each recorded in `token_cleanup_batches`; without that
+/// table (a host that has not run this version's `migrate()`) they go one to a `CALL`,
+/// with the same outcome.
+#[tokio::test]
+async fn several_batches_to_a_call_only_where_they_can_be_recorded() {
+    for table in [true, false] {
+        let admin = server::pool("token-cleanup-test", 2).await;
+        let schema = server::fresh_schema(&admin).await;
+        let store = store_in(server::pool("token-cleanup-test", 2).await, &schema).await;
+        if !table {
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP TABLE \"{schema}\".token_cleanup_batches"
+                )))
+                .await
+                .unwrap();
+        }
+        let tokens = time_ordered(500);
+        store.insert_tokens(&tokens).await.unwrap();
+        let report = service(store.clone())
+            .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(50))
+            .await
+            .unwrap();
+        let expired = tokens.len() - unexpired(&tokens).len();
+        assert_eq!(report.total_cleaned, expired as u64);
+        assert_eq!(ids(&store).await, unexpired(&tokens));
+        if table {
+            // One row per type (lock key), holding the batches of its last `CALL`.
+            let recorded: Vec<Vec<i64>> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT deleted FROM \"{schema}\".token_cleanup_batches"
+            )))
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+            assert_eq!(recorded.len(), 4);
+            assert!(
+                recorded.iter().any(|batches| batches.len() > 1),
+                "{recorded:?}"
+            );
+            assert!(
+                recorded.iter().flatten().all(|&n| (0..=50).contains(&n)),
+                "{recorded:?}"
+            );
+        }
     }
 }
 
@@ -428,13 +542,16 @@ async fn missing_procedure_falls_back_to_statements() {
     }
     assert!(idle, "the batches never ran as a CALL");
     // Dropped from another session (the test runs as a superuser), found by the table
-    // its body names.
+    // their bodies name: the batch procedure and the windows procedure.
     admin
         .execute(AssertSqlSafe(format!(
-            "DO $$ DECLARE p regprocedure; BEGIN \
-             SELECT oid::regprocedure INTO STRICT p FROM pg_proc \
-             WHERE proname LIKE 'token\\_cleanup\\_expired\\_%' AND prosrc LIKE '%\"{schema}\"%'; \
-             EXECUTE 'DROP PROCEDURE ' || p; END $$"
+            "DO $$ DECLARE p regprocedure; n int := 0; BEGIN \
+             FOR p IN SELECT oid::regprocedure FROM pg_proc \
+               WHERE proname LIKE 'token\\_cleanup\\_expired\\_%' \
+               AND prosrc LIKE '%\"{schema}\"%' LOOP \
+               EXECUTE 'DROP PROCEDURE ' || p; n := n + 1; \
+             END LOOP; \
+             IF n <> 2 THEN RAISE 'dropped % procedures', n; END IF; END $$"
         )))
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -181,6 +182,34 @@ impl BatchOutcome {
     }
 }
 
+/// What one [`delete_batches`](TokenStore::delete_batches) call did: the batches it
+/// committed, in order, and what stopped it when a batch failed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Batches {
+    /// Each committed batch, with how long it took: in the database, from its lock to
+    /// its delete, when the store measures it there (`None`: the engine times the call).
+    pub committed: Vec<(BatchOutcome, Option<Duration>)>,
+    /// The error of the batch after the committed ones, which was rolled back. Set only
+    /// when some batch committed before it: a call that commits nothing fails instead.
+    pub failed: Option<crate::Error>,
+}
+
+impl Batches {
+    /// One committed batch, timed by the engine.
+    pub fn one(outcome: BatchOutcome) -> Self {
+        Self {
+            committed: vec![(outcome, None)],
+            failed: None,
+        }
+    }
+
+    /// Rows the committed batches deleted.
+    pub fn total(&self) -> u64 {
+        self.committed.iter().map(|(b, _)| b.deleted).sum()
+    }
+}
+
 /// When a store deletes expired tokens with a [sweep](TokenStore::plan_sweep) rather than
 /// type by type (`SqliteStore::sweep`, `MySqlStore::sweep`; `PostgresStore` never
 /// sweeps, see its documentation).
@@ -313,6 +342,28 @@ pub trait TokenStore: RunStore {
 
     /// Deletes at most `limit` rows that `filter` selects, in one transaction.
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome>;
+
+    /// Up to `max` consecutive batches of `filter`, each of at most `limit` rows and
+    /// committed on its own, as [`delete_batch`](Self::delete_batch) would run them one
+    /// after another, from `filter.resume_from` on. The default runs one batch.
+    ///
+    /// A store that can run several batches in one round trip (`PostgresStore`) does so,
+    /// for a short while (the engine sees its limits between calls). Once `stop` is
+    /// cancelled (the run was cancelled, or the service is shutting down) it begins no
+    /// further batch and withdraws the one in flight where it can, which rolls back: the
+    /// run stops at the batch boundary it had reached. An error with nothing committed is
+    /// returned as `Err`; after a committed batch, it is returned in [`Batches::failed`]
+    /// with exactly the batches that committed before it.
+    async fn delete_batches(
+        &self,
+        filter: &BatchFilter,
+        limit: u32,
+        max: u32,
+        stop: &CancellationToken,
+    ) -> Result<Batches> {
+        let _ = (max, stop);
+        Ok(Batches::one(self.delete_batch(filter, limit).await?))
+    }
 
     /// Whether to delete the tokens `filters` select (one [`Criterion::Expired`] filter
     /// per type) with a [`Sweep`] through the whole table rather than type by type, and

@@ -10,13 +10,14 @@ use sea_query::{ColumnDef, PostgresQueryBuilder};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
+use tokio_util::sync::CancellationToken;
 
 use super::kept::KeptConnection;
 use super::sql::{
     QuotedNames, Statements, TimeEncoding, bind_criterion, decode_type_counts, fnv1a32,
 };
 use super::window::MAX_WIDTH;
-use super::{BatchFilter, BatchOutcome, Criterion, TokenStore, TypeCounts};
+use super::{BatchFilter, BatchOutcome, Batches, Criterion, TokenStore, TypeCounts};
 use crate::error::{Error, Result};
 use crate::table::TokenTable;
 
@@ -38,6 +39,24 @@ const REFUSALS: [&str; 4] = ["42501", "25006", "42601", "0A000"];
 /// SQLSTATE of an unknown function or procedure.
 const UNDEFINED_FUNCTION: &str = "42883";
 
+/// SQLSTATE of a statement cancelled (by a request, or by `statement_timeout`).
+const QUERY_CANCELED: &str = "57014";
+
+/// SQLSTATEs of a windows procedure that cannot record its progress: no such table, or
+/// no privilege on it.
+const NO_PROGRESS: [&str; 2] = ["42P01", "42501"];
+
+/// The table in which a `CALL` of several batches records each one it commits, next to
+/// the run records (created by `migrate()`).
+const BATCHES_TABLE: &str = "token_cleanup_batches";
+
+/// Most batches one `CALL` runs.
+const MAX_WINDOWS: u32 = 8;
+
+/// A `CALL` of several batches begins no batch after this long (nor after half the batch
+/// timeout), so that the engine sees cancellation and its limits soon.
+const CALL_BUDGET: Duration = Duration::from_millis(20);
+
 /// Milliseconds since the epoch on the database clock (leases use one clock for every
 /// instance).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -53,6 +72,12 @@ struct ConnState {
     open: bool,
     /// The batch procedures exist on it: batches `CALL` them.
     procedure: bool,
+    /// The windows procedures exist on it and can record their progress: one `CALL`
+    /// may run several batches.
+    windows: bool,
+    /// Its server process (to cancel a `CALL` of several batches from another
+    /// connection).
+    pid: i32,
 }
 
 /// How a time column holds instants. Every comparison and every key read back goes
@@ -154,6 +179,42 @@ fn window_end(start: DateTime<Utc>, width: i64, filter: &BatchFilter) -> Option<
     start
         .checked_add_signed(TimeDelta::microseconds(width))
         .filter(|end| *end < cutoff(filter))
+}
+
+/// The batches a windows `CALL` committed, in order: each one's count, time in the
+/// server (microseconds) and window end (`None`: up to the cutoff).
+#[derive(Debug)]
+struct Recorded {
+    deleted: Vec<i64>,
+    micros: Vec<i64>,
+    ends: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Recorded {
+    /// From three columns of `row` from `first` on: counts, times, ends.
+    fn decode(row: &sqlx::postgres::PgRow, first: usize) -> sqlx::Result<Self> {
+        Ok(Self {
+            deleted: row.try_get(first)?,
+            micros: row.try_get(first + 1)?,
+            ends: row.try_get(first + 2)?,
+        })
+    }
+}
+
+/// The batches of `recorded` as outcomes of `filter`'s pass.
+fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
+    let mut batches = Batches::default();
+    let rows = recorded.deleted.iter().zip(&recorded.micros);
+    for ((&deleted, &micros), end) in rows.zip(&recorded.ends) {
+        let outcome = BatchOutcome {
+            deleted: deleted.unsigned_abs(),
+            resume_from: Some(end.unwrap_or_else(|| cutoff(filter))),
+            more: end.is_some(),
+        };
+        let took = Duration::from_micros(micros.unsigned_abs());
+        batches.committed.push((outcome, Some(took)));
+    }
+    batches
 }
 
 /// [`TokenStore`] and [`RunStore`](super::RunStore) on PostgreSQL 12 or later.
@@ -292,6 +353,11 @@ pub struct PostgresStore {
     /// The server refused the batch procedure for good, or a `CALL` found it gone:
     /// batches run as statements.
     procedure_refused: AtomicBool,
+    /// The windows procedure could not record its progress (no `token_cleanup_batches`
+    /// table, or no privilege on it): one batch per `CALL`.
+    windows_refused: AtomicBool,
+    /// `token_cleanup_batches`, quoted and qualified like the token table.
+    batches_table: String,
     /// The connection batches hand on, and the state the last batch left it in.
     batch_conn: KeptConnection<sqlx::Postgres, ConnState>,
     windows: Windows,
@@ -317,6 +383,14 @@ impl PostgresStore {
     pub fn new(pool: PgPool, table: TokenTable) -> Self {
         let sql = Statements::new(table, TimeEncoding::Native);
         let names = sql.quoted('"');
+        let batches_table = match sql.table.schema() {
+            Some(schema) => format!(
+                "{}.{}",
+                super::sql::quote(schema.as_str(), '"'),
+                super::sql::quote(BATCHES_TABLE, '"')
+            ),
+            None => super::sql::quote(BATCHES_TABLE, '"'),
+        };
         Self {
             pool,
             sql,
@@ -325,6 +399,8 @@ impl PostgresStore {
             synchronous_commit: false,
             batch_procedure: true,
             procedure_refused: AtomicBool::new(false),
+            windows_refused: AtomicBool::new(false),
+            batches_table,
             batch_conn: KeptConnection::new(),
             windows: Windows::default(),
             time_columns: OnceLock::new(),
@@ -722,21 +798,149 @@ impl PostgresStore {
         )
     }
 
+    /// The windows procedure of one criterion: one `CALL` runs up to `$max` batches of
+    /// consecutive key windows from `$lo`, each deleted and committed in its own
+    /// transaction, as the batch procedure would one at a time (`$1` the lock key, then
+    /// the type, the cutoff, the used criterion's expiry bound, the first window's start,
+    /// a slot for each window's end, the limit, the first window's width and spread, the
+    /// most batches, the time budget in milliseconds, and the call's id). Each window
+    /// after the first is sized from the one before it by the rule of
+    /// [`Window::next`](super::window::Window::next). Each batch records its count, time
+    /// and end in `token_cleanup_batches` (one row per lock key, overwritten by the next
+    /// call) in its own transaction, so that the batches a `CALL` committed are known
+    /// exactly even when its connection dies before it returns. It returns each batch's
+    /// count, time in microseconds and window end (`NULL`: up to the cutoff), the next
+    /// window's width and spread, and why it stopped: `end` (the last window reached the
+    /// cutoff), `gap` (a window was empty: the next batch probes), `full` (a window held
+    /// more than the limit and was rolled back), `locked` (another instance holds the
+    /// type's lock), or `budget`.
+    fn windows_procedure_sql(&self, used: bool) -> String {
+        use super::window::{FILL_RANGE, WINDOW_MARGIN, WINDOW_STEP};
+        let name = self.windows_procedure_name(used);
+        let table = &self.names.table;
+        let batches = &self.batches_table;
+        let criterion = if used {
+            "timestamptz, timestamptz"
+        } else {
+            "timestamptz"
+        };
+        let u = usize::from(used);
+        let [lo, hi, limit, width, spread, max, budget, call] =
+            [4, 5, 6, 7, 8, 9, 10, 11].map(|i| i + u);
+        let (_, _, open) = self.condition(used, 2, &[">="]);
+        let (_, _, bounded) = self.condition(used, 2, &[">=", "<"]);
+        let synchronous = if self.synchronous_commit {
+            ""
+        } else {
+            "PERFORM set_config('synchronous_commit', 'off', true);"
+        };
+        let (fill_lo, fill_hi) = FILL_RANGE;
+        let max_spread = Window::MAX_SPREAD;
+        let fill =
+            format!("least(greatest(1 - {WINDOW_MARGIN:?} * tc_spread, {fill_lo:?}), {fill_hi:?})");
+        format!(
+            "CREATE OR REPLACE PROCEDURE {name}(integer, text, {criterion}, timestamptz, \
+               timestamptz, bigint, bigint, double precision, integer, double precision, \
+               bigint, INOUT deleted bigint[] DEFAULT NULL, INOUT micros bigint[] DEFAULT NULL, \
+               INOUT ends timestamptz[] DEFAULT NULL, INOUT width bigint DEFAULT NULL, \
+               INOUT spread double precision DEFAULT NULL, INOUT stopped text DEFAULT NULL) \
+             LANGUAGE plpgsql AS $token_cleanup$ \
+             #variable_conflict use_column\n\
+             DECLARE \
+               tc_lo ALIAS FOR ${lo}; tc_hi ALIAS FOR ${hi}; \
+               tc_width bigint := ${width}; tc_spread double precision := ${spread}; \
+               tc_started timestamptz := clock_timestamp(); tc_t timestamptz; \
+               tc_n bigint; tc_us bigint; tc_fill double precision; \
+             BEGIN \
+               deleted := '{{}}'; micros := '{{}}'; ends := '{{}}'; \
+               width := tc_width; spread := tc_spread; \
+               LOOP \
+                 tc_t := clock_timestamp(); \
+                 PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); \
+                 {synchronous} \
+                 IF NOT pg_try_advisory_xact_lock({LOCK_NAMESPACE}, $1) THEN \
+                   stopped := 'locked'; RETURN; \
+                 END IF; \
+                 tc_hi := tc_lo + tc_width * interval '1 microsecond'; \
+                 IF tc_hi >= $3 THEN tc_hi := NULL; DELETE FROM {table} WHERE {open}; \
+                 ELSE DELETE FROM {table} WHERE {bounded}; END IF; \
+                 GET DIAGNOSTICS tc_n = ROW_COUNT; \
+                 IF tc_n > ${limit} THEN ROLLBACK; stopped := 'full'; RETURN; END IF; \
+                 tc_us := (extract(epoch FROM clock_timestamp() - tc_t) * 1000000)::bigint; \
+                 IF cardinality(deleted) = 0 THEN \
+                   INSERT INTO {batches} (lock_key, call_id, deleted, micros, ends) \
+                   VALUES ($1, ${call}, ARRAY[tc_n], ARRAY[tc_us], ARRAY[tc_hi]) \
+                   ON CONFLICT (lock_key) DO UPDATE SET call_id = EXCLUDED.call_id, \
+                     deleted = EXCLUDED.deleted, micros = EXCLUDED.micros, ends = EXCLUDED.ends; \
+                 ELSE \
+                   UPDATE {batches} SET deleted = deleted || tc_n, micros = micros || tc_us, \
+                     ends = ends || tc_hi WHERE lock_key = $1; \
+                 END IF; \
+                 COMMIT; \
+                 deleted := deleted || tc_n; micros := micros || tc_us; ends := ends || tc_hi; \
+                 IF tc_hi IS NULL THEN stopped := 'end'; RETURN; END IF; \
+                 IF tc_n = 0 THEN stopped := 'gap'; RETURN; END IF; \
+                 tc_fill := {fill}; \
+                 tc_spread := least(0.75 * tc_spread \
+                   + 0.25 * abs(tc_n / (tc_fill * ${limit}) - 1), {max_spread:?}); \
+                 tc_fill := {fill}; \
+                 tc_width := least(greatest(trunc(tc_width * least(greatest( \
+                   tc_fill * ${limit} / tc_n, {inverse_step:?}), {WINDOW_STEP:?})), 1), {MAX_WIDTH}); \
+                 tc_lo := tc_hi; width := tc_width; spread := tc_spread; \
+                 IF cardinality(deleted) >= ${max} \
+                   OR clock_timestamp() - tc_started >= ${budget} * interval '1 millisecond' \
+                 THEN stopped := 'budget'; RETURN; END IF; \
+               END LOOP; \
+             END $token_cleanup$",
+            inverse_step = 1.0 / WINDOW_STEP,
+        )
+    }
+
+    /// The windows procedure of the expired (or, with `used`, the used) criterion.
+    fn windows_procedure_name(&self, used: bool) -> String {
+        format!("{}_windows", self.procedure_name(used))
+    }
+
     /// Prepares a new batch connection for the procedure path: creates the batch
     /// procedures, and sets the connection's statement timeout when the store has one
     /// (the connection is closed once the store is done with it, so neither reaches the
     /// host's pool). Returns whether batches on it may `CALL` the procedures: not when
     /// the store runs plain statements, nor when the server refused to create them; a
     /// lasting refusal ([`REFUSALS`]: no `TEMPORARY` privilege, a read-only server) is
-    /// remembered, so that later runs do not ask again.
-    async fn prepare_procedures(&self, conn: &mut sqlx::PgConnection) -> Result<bool> {
+    /// remembered, so that later runs do not ask again. Also returns, when one `CALL` may
+    /// run several batches (`token_cleanup_batches` exists to record them), the
+    /// connection's server process id.
+    async fn prepare_procedures(
+        &self,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(bool, Option<i32>)> {
         if !self.batch_procedure || self.procedure_refused.load(Ordering::Relaxed) {
-            return Ok(false);
+            return Ok((false, None));
         }
         let mut sql = self.procedure_sql(false);
         if self.names.used.is_some() {
             sql.push_str("; ");
             sql.push_str(&self.procedure_sql(true));
+        }
+        let (table_exists, pid): (bool, i32) =
+            sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, pg_backend_pid()")
+                .bind(&self.batches_table)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| self.batch_error(e))?;
+        let windows = table_exists && !self.windows_refused.load(Ordering::Relaxed);
+        if windows {
+            sql.push_str("; ");
+            sql.push_str(&self.windows_procedure_sql(false));
+            if self.names.used.is_some() {
+                sql.push_str("; ");
+                sql.push_str(&self.windows_procedure_sql(true));
+            }
+        } else {
+            tracing::debug!(
+                table = %self.batches_table,
+                "no table to record batches in (migrate() creates it); one batch per CALL"
+            );
         }
         if let Some(timeout) = self.batch_timeout {
             sql.push_str(&format!(
@@ -745,7 +949,7 @@ impl PostgresStore {
             ));
         }
         match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok((true, Some(pid).filter(|_| windows))),
             Err(e) if e.as_database_error().is_some() => {
                 // A refusal that will not change (a privilege, a read-only server, a
                 // server without procedures) is remembered; anything else is retried
@@ -759,7 +963,7 @@ impl PostgresStore {
                 if lasting {
                     self.procedure_refused.store(true, Ordering::Relaxed);
                 }
-                Ok(false)
+                Ok((false, None))
             }
             Err(e) => Err(self.batch_error(e)),
         }
@@ -813,7 +1017,7 @@ impl PostgresStore {
     }
 
     fn batch_error(&self, e: sqlx::Error) -> Error {
-        let cancelled = sqlstate_in(&e, &["57014"]);
+        let cancelled = sqlstate_in(&e, &[QUERY_CANCELED]);
         match (cancelled, self.batch_timeout) {
             (true, Some(timeout)) => Error::Timeout {
                 store: STORE,
@@ -1096,7 +1300,11 @@ impl PostgresStore {
         Ok((outcome, self.end(conn, true, chain).await?))
     }
 
-    async fn run_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
+    /// The batch connection (kept from the previous batch, or new and prepared), the
+    /// state it is in, and whether this batch may chain its transaction.
+    async fn batch_connection(
+        &self,
+    ) -> Result<(sqlx::pool::PoolConnection<sqlx::Postgres>, ConnState, bool)> {
         self.time_columns().await?;
         let (mut conn, kept) = self
             .batch_conn
@@ -1109,23 +1317,216 @@ impl PostgresStore {
         // the next batch's transaction begun, or simply the end of the run), it is closed,
         // never handed back to the host's pool.
         conn.close_on_drop();
-        let (mut state, chain) = match kept {
+        Ok(match kept {
             // Chain only batches that follow each other at once (no pause in between).
-            Some((state, idle)) => (state, idle < CHAIN_WITHIN),
+            Some((state, idle)) => (conn, state, idle < CHAIN_WITHIN),
             None => {
-                let procedure = self.prepare_procedures(&mut conn).await?;
+                let (procedure, windows_pid) = self.prepare_procedures(&mut conn).await?;
                 let state = ConnState {
                     open: false,
                     procedure,
+                    windows: windows_pid.is_some(),
+                    pid: windows_pid.unwrap_or_default(),
                 };
-                (state, false)
+                (conn, state, false)
             }
-        };
+        })
+    }
+
+    /// One batch on the batch connection, which it keeps for the next batch.
+    async fn one_batch(
+        &self,
+        mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        mut state: ConnState,
+        chain: bool,
+        filter: &BatchFilter,
+        limit: u32,
+    ) -> Result<BatchOutcome> {
         let (outcome, open) = self
             .batch_on(&mut conn, &mut state, chain, filter, limit)
             .await?;
         self.batch_conn.keep(conn, ConnState { open, ..state });
         Ok(outcome)
+    }
+
+    /// Up to `max` batches in one `CALL` of the windows procedure, continuing `window`;
+    /// `None` when this batch should run alone instead ([`batch_on`](Self::batch_on)):
+    /// nothing committed and the call could not go on (the procedure is gone, it cannot
+    /// record its progress, or the first window held more than a batch). Once `stop` is
+    /// cancelled, the batch in flight is withdrawn ([`unless_stopped`](Self::unless_stopped)).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_windows(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        pid: i32,
+        filter: &BatchFilter,
+        window: Window,
+        limit: u32,
+        max: u32,
+        stop: &CancellationToken,
+    ) -> Result<Option<Batches>> {
+        let used = filter.criterion.is_used();
+        let args = (1..=11 + usize::from(used))
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("CALL {}({args})", self.windows_procedure_name(used));
+        let budget = self
+            .batch_timeout
+            .map_or(CALL_BUDGET, |timeout| CALL_BUDGET.min(timeout / 2));
+        // 62 random bits: the call is told apart from any earlier one of the same type.
+        let call_id = uuid::Uuid::now_v7().as_u64_pair().1 as i64;
+        let lock_key = self.lock_key(filter);
+        let call = bind_criterion(sqlx::query(AssertSqlSafe(sql)).bind(lock_key), filter)
+            .bind(window.start)
+            .bind(None::<DateTime<Utc>>)
+            .bind(i64::from(limit))
+            .bind(window.width)
+            .bind(window.spread)
+            .bind(max.min(MAX_WINDOWS) as i32)
+            .bind(budget.as_secs_f64() * 1000.0)
+            .bind(call_id)
+            .fetch_one(&mut *conn);
+        let (row, withdrawn) = self.unless_stopped(call, pid, stop).await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) if withdrawn && sqlstate_in(&e, &[QUERY_CANCELED]) => {
+                // The batch in flight rolled back; the ones before it stand.
+                tracing::debug!("run cancelled; the batch in flight was withdrawn");
+                let recorded = self
+                    .recorded_windows(lock_key, call_id)
+                    .await
+                    .map_err(|read| self.unknown_windows(read, e))?;
+                self.windows.clear(filter);
+                return Ok(Some(
+                    recorded.map_or_else(Batches::default, |r| window_batches(filter, &r)),
+                ));
+            }
+            Err(e) => return self.windows_failed(e, filter, lock_key, call_id).await,
+        };
+        let decode = |e| Error::store(STORE, "decode a batch", e);
+        let recorded = Recorded::decode(&row, 0).map_err(decode)?;
+        let width: i64 = row.try_get(3).map_err(decode)?;
+        let spread: f64 = row.try_get(4).map_err(decode)?;
+        let stopped: String = row.try_get(5).map_err(decode)?;
+        let batches = window_batches(filter, &recorded);
+        match (stopped.as_str(), recorded.ends.last()) {
+            ("locked", None) => {
+                return Ok(Some(Batches::one(BatchOutcome::left_to_other_instance(
+                    filter,
+                ))));
+            }
+            // Where the next call continues, in the procedure's window.
+            ("budget" | "locked", Some(Some(end))) => self.windows.set(
+                filter,
+                Window {
+                    start: *end,
+                    width: width.clamp(1, MAX_WIDTH),
+                    spread,
+                },
+            ),
+            // The end, a gap in the keys, or a window of more than a batch: the next
+            // batch probes.
+            _ => self.windows.clear(filter),
+        }
+        // A first window of more than a batch: this batch probes, alone.
+        Ok(Some(batches).filter(|b| !b.committed.is_empty()))
+    }
+
+    /// Awaits `call`, a `CALL` on the connection of server process `pid`; once `stop` is
+    /// cancelled, cancels it in the server (`pg_cancel_backend`, from another connection,
+    /// again every 10 ms until it ends: a request that arrives before the `CALL` starts is
+    /// ignored). Returns its result and whether it was asked to stop.
+    async fn unless_stopped<F, T>(&self, call: F, pid: i32, stop: &CancellationToken) -> (T, bool)
+    where
+        F: std::future::Future<Output = T>,
+    {
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            result = &mut call => return (result, false),
+            _ = stop.cancelled() => {}
+        }
+        loop {
+            if let Err(e) = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "could not cancel the batches in flight; they run to their end");
+                return (call.await, true);
+            }
+            tokio::select! {
+                result = &mut call => return (result, true),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    }
+
+    /// After a windows `CALL` failed (`e`): the batches it committed before, read from
+    /// `token_cleanup_batches` on another connection, with the error; `None` when
+    /// nothing ran or committed and the batch should run alone. The next batch probes.
+    async fn windows_failed(
+        &self,
+        e: sqlx::Error,
+        filter: &BatchFilter,
+        lock_key: i32,
+        call_id: i64,
+    ) -> Result<Option<Batches>> {
+        if sqlstate_in(&e, &[UNDEFINED_FUNCTION]) {
+            // Nothing ran; the batch on its own finds the batch procedure gone too.
+            return Ok(None);
+        }
+        self.windows.clear(filter);
+        match self.recorded_windows(lock_key, call_id).await {
+            Ok(Some(recorded)) => {
+                let mut batches = window_batches(filter, &recorded);
+                batches.failed = Some(self.batch_error(e));
+                Ok(Some(batches))
+            }
+            _ if sqlstate_in(&e, &NO_PROGRESS) => {
+                tracing::warn!(
+                    error = %e,
+                    table = %self.batches_table,
+                    "batches cannot be recorded; one batch per CALL from now on"
+                );
+                self.windows_refused.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Ok(None) => Err(self.batch_error(e)),
+            Err(read) => Err(self.unknown_windows(read, e)),
+        }
+    }
+
+    /// The batches that the windows `CALL` `call_id` of the lock key committed, from
+    /// `token_cleanup_batches` (on another connection than the batch connection, which
+    /// may be dead); `None` when it committed none.
+    async fn recorded_windows(
+        &self,
+        lock_key: i32,
+        call_id: i64,
+    ) -> std::result::Result<Option<Recorded>, sqlx::Error> {
+        let sql = format!(
+            "SELECT deleted, micros, ends FROM {} WHERE lock_key = $1 AND call_id = $2",
+            self.batches_table
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(lock_key)
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Recorded::decode(&row, 0)).transpose()
+    }
+
+    /// The error of a windows `CALL` (`e`) whose committed batches could not be read
+    /// (`read`): logged, since the run's counts may then miss them.
+    fn unknown_windows(&self, read: sqlx::Error, e: sqlx::Error) -> Error {
+        tracing::error!(
+            error = %read,
+            "could not read which batches of a stopped CALL committed; the run's counts \
+             may miss up to {MAX_WINDOWS} batches"
+        );
+        self.batch_error(e)
     }
 
     async fn execute<S: SqlxBinder>(&self, stmt: &S, operation: &'static str) -> Result<u64> {
@@ -1183,6 +1584,13 @@ impl TokenStore for PostgresStore {
                 .create_leases_table()
                 .to_string(PostgresQueryBuilder),
         );
+        // What a `CALL` of several batches has committed so far, by lock key.
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (lock_key integer PRIMARY KEY, \
+             call_id bigint NOT NULL, deleted bigint[] NOT NULL, micros bigint[] NOT NULL, \
+             ends timestamptz[] NOT NULL)",
+            self.batches_table
+        ));
         // Instances starting together would race on the catalog; one migrates at a time.
         let mut tx = self.pool.begin().await.map_err(err("migrate"))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -1228,7 +1636,41 @@ impl TokenStore for PostgresStore {
     }
 
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome> {
-        self.run_batch(filter, limit).await
+        let (conn, state, chain) = self.batch_connection().await?;
+        self.one_batch(conn, state, chain, filter, limit).await
+    }
+
+    async fn delete_batches(
+        &self,
+        filter: &BatchFilter,
+        limit: u32,
+        max: u32,
+        stop: &CancellationToken,
+    ) -> Result<Batches> {
+        if stop.is_cancelled() {
+            return Ok(Batches::default());
+        }
+        let (mut conn, state, chain) = self.batch_connection().await?;
+        let window = self.windows.next(filter).filter(|_| {
+            max > 1
+                && state.procedure
+                && state.windows
+                && !self.windows_refused.load(Ordering::Relaxed)
+        });
+        if let Some(window) = window
+            && let Some(batches) = self
+                .call_windows(&mut conn, state.pid, filter, window, limit, max, stop)
+                .await?
+        {
+            // After a failure the connection is closed (it may be dead).
+            if batches.failed.is_none() {
+                self.batch_conn.keep(conn, state);
+            }
+            return Ok(batches);
+        }
+        Ok(Batches::one(
+            self.one_batch(conn, state, chain, filter, limit).await?,
+        ))
     }
 
     async fn type_counts(&self, now: DateTime<Utc>) -> Result<Vec<TypeCounts>> {

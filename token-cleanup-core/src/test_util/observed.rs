@@ -7,20 +7,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::run::{RunQuery, RunRecord};
 use crate::store::{
-    BatchFilter, BatchOutcome, RunStore, Sweep, SweepOutcome, TokenStore, TypeCounts,
+    BatchFilter, BatchOutcome, Batches, RunStore, Sweep, SweepOutcome, TokenStore, TypeCounts,
 };
 use crate::table::TokenTable;
 
 type BatchHook = Box<dyn Fn(usize) + Send + Sync>;
 
 /// Wraps a store: records every delete or sweep batch (`limit`, rows deleted) and counts the
-/// grouped count scans (`type_counts`), can fail the next `n` batches before they reach
-/// the database, can slow every count scan down, and can call a hook after each batch.
+/// grouped count scans (`type_counts`), can fail the next `n` batches (calls of
+/// `delete_batch`, `delete_batches` or `sweep_batch`) before they reach the database, can
+/// slow every count scan down, and can call a hook after each batch.
 pub struct ObservedStore<S> {
     inner: Arc<S>,
     batches: Mutex<Vec<(u32, u64)>>,
@@ -129,6 +131,29 @@ impl<S: TokenStore> TokenStore for ObservedStore<S> {
         let outcome = self.inner.delete_batch(filter, limit).await?;
         self.committed(limit, outcome.deleted);
         Ok(outcome)
+    }
+    /// Records each batch the wrapped store committed. With an
+    /// [`after_batch`](Self::after_batch) hook set, asks for one batch per call, so that
+    /// the hook runs after each batch and before the next one begins.
+    async fn delete_batches(
+        &self,
+        filter: &BatchFilter,
+        limit: u32,
+        max: u32,
+        stop: &CancellationToken,
+    ) -> Result<Batches> {
+        let hooked = self
+            .after_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        self.fail_injected()?;
+        let max = if hooked { 1 } else { max };
+        let batches = self.inner.delete_batches(filter, limit, max, stop).await?;
+        for (outcome, _) in &batches.committed {
+            self.committed(limit, outcome.deleted);
+        }
+        Ok(batches)
     }
     async fn plan_sweep(&self, filters: &[BatchFilter]) -> Result<Option<Sweep>> {
         self.inner.plan_sweep(filters).await
