@@ -4,8 +4,8 @@
 //! cargo run --release --example bench_backends --features postgres,mysql,sqlite -- \
 //!     --backend postgres --tokens 1000000 --batch-sizes 1000,5000 [--runs 3] [--json] \
 //!     [--naive] [--synchronous-commit] [--statements | --both-paths] \
-//!     [--sweep auto|always|never] [--sequential-hashes] [--current-thread] \
-//!     [--url URL]
+//!     [--batches-per-call N | --vs-one-per-call] [--sweep auto|always|never] \
+//!     [--sequential-hashes] [--current-thread] [--url URL]
 //! ```
 //!
 //! It seeds one time-ordered table (ids in expiry order, four token types interleaved,
@@ -38,6 +38,9 @@
 //! a batch (`PostgresStore::batch_procedure(false)`), instead of one `CALL` of the
 //! store's batch procedure; `--both-paths` times both in every run, in turn with the
 //! single statement, and prints the statement path's medians after the table.
+//! `--batches-per-call N` sets how many batches one `CALL` may run
+//! (`PostgresStore::batches_per_call`, default 8); `--vs-one-per-call` times, the same
+//! way, the default against one batch per `CALL`.
 //!
 //! The bench runs on a multi-threaded Tokio runtime with two workers, as a web service
 //! would; `--current-thread` runs it on a single-threaded one instead, to see what the
@@ -48,7 +51,7 @@
 //! temporary directory (time stored as Unix seconds).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -68,6 +71,9 @@ static SYNCHRONOUS_COMMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new(
 /// Whether PostgreSQL batches run as plain statements: `--statements`, or the arm of
 /// `--both-paths` that times them.
 static STATEMENTS: AtomicBool = AtomicBool::new(false);
+/// `--batches-per-call` (0: the store's default), or 1 in the arm of
+/// `--vs-one-per-call` that times one batch per `CALL`.
+static BATCHES_PER_CALL: AtomicU32 = AtomicU32::new(0);
 /// `--sweep`, set once from the arguments.
 static SWEEP: std::sync::OnceLock<SweepMode> = std::sync::OnceLock::new();
 
@@ -89,6 +95,8 @@ struct Args {
     synchronous_commit: bool,
     statements: bool,
     both_paths: bool,
+    batches_per_call: u32,
+    vs_one_per_call: bool,
     sweep: SweepMode,
     url: Option<String>,
     sequential_hashes: bool,
@@ -99,8 +107,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench_backends --backend postgres|mysql|sqlite [--tokens N] \
          [--batch-sizes 1000,5000] [--runs 3] [--json] [--naive] [--synchronous-commit] \
-         [--statements | --both-paths] [--sweep auto|always|never] [--sequential-hashes] \
-         [--current-thread] [--url URL]"
+         [--statements | --both-paths] [--batches-per-call N | --vs-one-per-call] \
+         [--sweep auto|always|never] [--sequential-hashes] [--current-thread] [--url URL]"
     );
     std::process::exit(2)
 }
@@ -116,6 +124,8 @@ fn parse_args() -> Args {
         synchronous_commit: false,
         statements: false,
         both_paths: false,
+        batches_per_call: 0,
+        vs_one_per_call: false,
         sweep: SweepMode::Auto,
         url: None,
         sequential_hashes: false,
@@ -146,6 +156,10 @@ fn parse_args() -> Args {
             "--synchronous-commit" => args.synchronous_commit = true,
             "--statements" => args.statements = true,
             "--both-paths" => args.both_paths = true,
+            "--batches-per-call" => {
+                args.batches_per_call = value().parse().unwrap_or_else(|_| usage())
+            }
+            "--vs-one-per-call" => args.vs_one_per_call = true,
             "--sequential-hashes" => args.sequential_hashes = true,
             "--current-thread" => args.current_thread = true,
             "--sweep" => {
@@ -160,7 +174,11 @@ fn parse_args() -> Args {
             _ => usage(),
         }
     }
-    if args.tokens < 100 || args.runs == 0 || args.batch_sizes.is_empty() {
+    if args.tokens < 100
+        || args.runs == 0
+        || args.batch_sizes.is_empty()
+        || (args.both_paths && args.vs_one_per_call)
+    {
         usage()
     }
     args
@@ -213,9 +231,13 @@ impl Db {
         let Db::Postgres(p) = self else {
             unreachable!("a PostgreSQL bench")
         };
-        PostgresStore::new(p.clone(), self.table())
+        let store = PostgresStore::new(p.clone(), self.table())
             .synchronous_commit(SYNCHRONOUS_COMMIT.get().copied().unwrap_or(false))
-            .batch_procedure(!STATEMENTS.load(Ordering::Relaxed))
+            .batch_procedure(!STATEMENTS.load(Ordering::Relaxed));
+        match BATCHES_PER_CALL.load(Ordering::Relaxed) {
+            0 => store,
+            n => store.batches_per_call(n),
+        }
     }
 
     fn mysql(&self) -> MySqlStore {
@@ -606,7 +628,15 @@ async fn bench(args: Args) {
         .set(args.synchronous_commit)
         .expect("set once");
     STATEMENTS.store(args.statements, Ordering::Relaxed);
-    let both_paths = args.both_paths && matches!(args.backend, Backend::Postgres);
+    BATCHES_PER_CALL.store(args.batches_per_call, Ordering::Relaxed);
+    let both_paths =
+        (args.both_paths || args.vs_one_per_call) && matches!(args.backend, Backend::Postgres);
+    // What the third arm times.
+    let alt_path = if args.vs_one_per_call {
+        "one batch per CALL"
+    } else {
+        "statement path (two round trips a batch)"
+    };
     SWEEP.set(args.sweep).expect("set once");
     let db = connect(&args).await;
     // A whole second, so that the literal in the single statement equals the cutoff.
@@ -641,9 +671,14 @@ async fn bench(args: Args) {
             for which in (0..arms).map(|k| (run + k) % arms) {
                 fresh(&db).await;
                 if which == 2 {
-                    STATEMENTS.store(true, Ordering::Relaxed);
+                    if args.vs_one_per_call {
+                        BATCHES_PER_CALL.store(1, Ordering::Relaxed);
+                    } else {
+                        STATEMENTS.store(true, Ordering::Relaxed);
+                    }
                     let r = cleanup(&db, cutoff, batch_size).await;
                     STATEMENTS.store(args.statements, Ordering::Relaxed);
+                    BATCHES_PER_CALL.store(args.batches_per_call, Ordering::Relaxed);
                     assert!(
                         expired == 0 || r.deleted == expired,
                         "both paths delete the same rows"
@@ -678,7 +713,7 @@ async fn bench(args: Args) {
                     ms(*ours_purged.last().unwrap()),
                     statements
                         .last()
-                        .map(|t| format!(", statement path {:.0} ms", ms(*t)))
+                        .map(|t| format!(", {alt_path} {:.0} ms", ms(*t)))
                         .unwrap_or_default()
                 );
             }
@@ -715,8 +750,9 @@ async fn bench(args: Args) {
             "single_until_purged_ms": ms(sp).round(),
             "cleanup_until_purged_ms": ms(op).round(),
             "ratio_until_purged": (op.as_secs_f64() / sp.as_secs_f64().max(1e-9) * 100.0).round() / 100.0,
-            "statements_ms": statements_ms,
-            "statements_ratio": statements_ms.map(|t| (t / ms(s) * 100.0).round() / 100.0),
+            "alt_path": statements_ms.map(|_| alt_path),
+            "alt_ms": statements_ms,
+            "alt_ratio": statements_ms.map(|t| (t / ms(s) * 100.0).round() / 100.0),
         }));
     }
 
@@ -779,12 +815,12 @@ async fn bench(args: Args) {
                 r["worst_batch_ms"]
             );
         }
-        for r in results.iter().filter(|r| r["statements_ms"].is_number()) {
+        for r in results.iter().filter(|r| r["alt_ms"].is_number()) {
             println!(
-                "\nstatement path (two round trips a batch), batch {}: {} ms, {:.2}x",
+                "\n{alt_path}, batch {}: {} ms, {:.2}x",
                 r["batch_size"],
-                r["statements_ms"],
-                r["statements_ratio"].as_f64().unwrap_or_default()
+                r["alt_ms"],
+                r["alt_ratio"].as_f64().unwrap_or_default()
             );
         }
     }

@@ -50,7 +50,7 @@ const NO_PROGRESS: [&str; 2] = ["42P01", "42501"];
 /// the run records (created by `migrate()`).
 const BATCHES_TABLE: &str = "token_cleanup_batches";
 
-/// Most batches one `CALL` runs.
+/// Most batches one `CALL` runs by default ([`PostgresStore::batches_per_call`]).
 const MAX_WINDOWS: u32 = 8;
 
 /// A `CALL` of several batches begins no batch after this long (nor after half the batch
@@ -78,6 +78,9 @@ struct ConnState {
     /// Its server process (to cancel a `CALL` of several batches from another
     /// connection).
     pid: i32,
+    /// The id of the last `CALL` of several batches on it (0: none), whose record the
+    /// next one deletes.
+    last_call: i64,
 }
 
 /// How a time column holds instants. Every comparison and every key read back goes
@@ -226,7 +229,8 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// run in (a test runs them 14 hours ahead of UTC and 11 behind); a column of another
 /// type is an [`Error::Store`] naming it, before any row is touched. Run records and job
 /// leases live in `token_cleanup_runs` and `token_cleanup_leases` next to it, so every
-/// instance of the host sees the same runs, statistics and reports.
+/// instance of the host sees the same runs, statistics and reports, and
+/// `token_cleanup_batches` records what a `CALL` of several batches has committed.
 ///
 /// # How a batch deletes
 ///
@@ -267,23 +271,38 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// Batches are therefore usually **shorter than the batch size** (about 810 batches of a
 /// limit of 1000 for 780,000 rows); they are never longer.
 ///
-/// # One round trip a batch
+/// # One round trip for several batches
 ///
-/// A batch is **one `CALL`** of a procedure that the store creates in its batch
-/// connection's temporary schema (`pg_temp`) when it first takes that connection:
+/// A batch is a `CALL` of a procedure that the store creates in its batch connection's
+/// temporary schema (`pg_temp`) when it first takes that connection:
 ///
 /// - the procedure takes the advisory lock, deletes the window, and commits, or rolls
 ///   back when the window held more than the batch size;
-/// - it returns the count and whether it got the lock;
 /// - it sets generic plans and asynchronous commit for its own transaction only.
 ///
-/// Nothing is installed in the host's schemas, `migrate()` is not involved, and the
-/// procedure always matches the running version of this crate. A batch timeout is the
-/// batch connection's session `statement_timeout`. Measured on 1,000,000 tokens, in
-/// turn with the single statement (three runs of 5): 1.35x to 1.47x the single `DELETE`
-/// at batch 1000, against 1.46x to 1.73x for the statement path below in the same runs;
-/// at batch 5000 the two paths were within the noise of each other (1.00x to 1.21x
-/// against 1.10x to 1.27x).
+/// **Several batches to a `CALL`.** Once a pass has its first window, one `CALL` runs up
+/// to 8 batches ([`batches_per_call`](Self::batches_per_call)), each in its own
+/// transaction, sizing each window from the one before as described above, and begins
+/// no batch after 20 ms. Each batch writes the counts, times and window ends of the
+/// call's batches so far to the call's row of `token_cleanup_batches` (created by
+/// `migrate()`; the next `CALL` on the connection deletes it, and any row older than an
+/// hour goes too) in the transaction that deletes it, so what a `CALL` committed is
+/// known exactly even when it does not return: when its connection is killed or a batch fails, the store reads
+/// that row from another connection and reports the committed batches with the error
+/// (the engine counts them and retries the failed one per its policy). When a run is
+/// cancelled or the service shuts down, the store cancels the `CALL` in the server
+/// (`pg_cancel_backend`): the batch in flight rolls back and the run stops at the batch
+/// boundary it had reached. Without that table (a host that has not run this version's
+/// `migrate()`, or a role that cannot write it) a `CALL` runs one batch.
+///
+/// Nothing else is installed in the host's schemas, and the procedures always match the
+/// running version of this crate. A batch timeout is the batch connection's session
+/// `statement_timeout`, which bounds a whole `CALL`: a `CALL` begins no batch after half
+/// the timeout (or 20 ms, whichever is sooner), so a batch has at least half of it.
+/// Measured on 1,000,000 tokens, in turn with the single statement (BENCHMARKS.md):
+/// several batches to a `CALL` took 1.22x the single `DELETE` at batch 1000 against
+/// 1.40x for one batch to a `CALL` in the same run, and one batch to a `CALL` took 1.35x
+/// to 1.47x against 1.46x to 1.73x for the statement path below in earlier runs.
 ///
 /// When the server refuses to create the procedure (a role without the `TEMPORARY`
 /// privilege on the database, a server older than PostgreSQL 11), or a `CALL` finds it
@@ -324,10 +343,10 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// 0.6 s) is that a few tokens reported as deleted come back and go in the next run.
 /// [`synchronous_commit(true)`](Self::synchronous_commit) restores the server's setting.
 /// [`batch_timeout`](Self::batch_timeout) bounds each batch with a server-side statement
-/// timeout (the batch connection's `statement_timeout`, or on the statement path `SET
-/// LOCAL statement_timeout` sent with the batch's `BEGIN`; no round trip of its own). A
-/// batch that hits it rolls back and fails with [`Error::Timeout`], which the engine
-/// retries per its policy.
+/// timeout (the batch connection's `statement_timeout`, which bounds a `CALL` of several
+/// batches as described above, or on the statement path `SET LOCAL statement_timeout`
+/// sent with the batch's `BEGIN`; no round trip of its own). A batch that hits it rolls
+/// back and fails with [`Error::Timeout`], which the engine retries per its policy.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), token_cleanup_core::Error> {
@@ -350,6 +369,8 @@ pub struct PostgresStore {
     synchronous_commit: bool,
     /// Whether batches `CALL` a procedure (when the server lets the store create it).
     batch_procedure: bool,
+    /// Most batches one `CALL` runs.
+    batches_per_call: u32,
     /// The server refused the batch procedure for good, or a `CALL` found it gone:
     /// batches run as statements.
     procedure_refused: AtomicBool,
@@ -398,6 +419,7 @@ impl PostgresStore {
             batch_timeout: None,
             synchronous_commit: false,
             batch_procedure: true,
+            batches_per_call: MAX_WINDOWS,
             procedure_refused: AtomicBool::new(false),
             windows_refused: AtomicBool::new(false),
             batches_table,
@@ -446,6 +468,15 @@ impl PostgresStore {
     /// plain statements, in two round trips. See the type's documentation.
     pub fn batch_procedure(mut self, procedure: bool) -> Self {
         self.batch_procedure = procedure;
+        self
+    }
+
+    /// How many batches one `CALL` may run, each committed on its own (default 8, at
+    /// most 64; `1` runs one batch per `CALL`). A `CALL` begins no batch after 20 ms, so
+    /// a run overshoots its `max_duration` by at most that and a batch. See "Several
+    /// batches to a `CALL`" in the type's documentation.
+    pub fn batches_per_call(mut self, batches: u32) -> Self {
+        self.batches_per_call = batches.clamp(1, 64);
         self
     }
 
@@ -803,12 +834,14 @@ impl PostgresStore {
     /// transaction, as the batch procedure would one at a time (`$1` the lock key, then
     /// the type, the cutoff, the used criterion's expiry bound, the first window's start,
     /// a slot for each window's end, the limit, the first window's width and spread, the
-    /// most batches, the time budget in milliseconds, and the call's id). Each window
-    /// after the first is sized from the one before it by the rule of
-    /// [`Window::next`](super::window::Window::next). Each batch records its count, time
-    /// and end in `token_cleanup_batches` (one row per lock key, overwritten by the next
-    /// call) in its own transaction, so that the batches a `CALL` committed are known
-    /// exactly even when its connection dies before it returns. It returns each batch's
+    /// most batches, the time budget in milliseconds, the call's id and the id of the
+    /// previous call on the connection). Each window after the first is sized from the
+    /// one before it by the rule of [`Window::next`](super::window::Window::next). Each
+    /// batch records the counts, times and ends of the call's batches so far in the
+    /// call's row of `token_cleanup_batches`, in its own transaction, so that the batches
+    /// a `CALL` committed are known exactly even when its connection dies before it
+    /// returns; the first one deletes the previous call's row, and any row older than an
+    /// hour (a run that ended, or a failed call's connection). It returns each batch's
     /// count, time in microseconds and window end (`NULL`: up to the cutoff), the next
     /// window's width and spread, and why it stopped: `end` (the last window reached the
     /// cutoff), `gap` (a window was empty: the next batch probes), `full` (a window held
@@ -825,8 +858,8 @@ impl PostgresStore {
             "timestamptz"
         };
         let u = usize::from(used);
-        let [lo, hi, limit, width, spread, max, budget, call] =
-            [4, 5, 6, 7, 8, 9, 10, 11].map(|i| i + u);
+        let [lo, hi, limit, width, spread, max, budget, call, prev] =
+            [4, 5, 6, 7, 8, 9, 10, 11, 12].map(|i| i + u);
         let (_, _, open) = self.condition(used, 2, &[">="]);
         let (_, _, bounded) = self.condition(used, 2, &[">=", "<"]);
         let synchronous = if self.synchronous_commit {
@@ -841,7 +874,7 @@ impl PostgresStore {
         format!(
             "CREATE OR REPLACE PROCEDURE {name}(integer, text, {criterion}, timestamptz, \
                timestamptz, bigint, bigint, double precision, integer, double precision, \
-               bigint, INOUT deleted bigint[] DEFAULT NULL, INOUT micros bigint[] DEFAULT NULL, \
+               bigint, bigint, INOUT deleted bigint[] DEFAULT NULL, INOUT micros bigint[] DEFAULT NULL, \
                INOUT ends timestamptz[] DEFAULT NULL, INOUT width bigint DEFAULT NULL, \
                INOUT spread double precision DEFAULT NULL, INOUT stopped text DEFAULT NULL) \
              LANGUAGE plpgsql AS $token_cleanup$ \
@@ -867,17 +900,16 @@ impl PostgresStore {
                  GET DIAGNOSTICS tc_n = ROW_COUNT; \
                  IF tc_n > ${limit} THEN ROLLBACK; stopped := 'full'; RETURN; END IF; \
                  tc_us := (extract(epoch FROM clock_timestamp() - tc_t) * 1000000)::bigint; \
-                 IF cardinality(deleted) = 0 THEN \
-                   INSERT INTO {batches} (lock_key, call_id, deleted, micros, ends) \
-                   VALUES ($1, ${call}, ARRAY[tc_n], ARRAY[tc_us], ARRAY[tc_hi]) \
-                   ON CONFLICT (lock_key) DO UPDATE SET call_id = EXCLUDED.call_id, \
-                     deleted = EXCLUDED.deleted, micros = EXCLUDED.micros, ends = EXCLUDED.ends; \
-                 ELSE \
-                   UPDATE {batches} SET deleted = deleted || tc_n, micros = micros || tc_us, \
-                     ends = ends || tc_hi WHERE lock_key = $1; \
-                 END IF; \
-                 COMMIT; \
                  deleted := deleted || tc_n; micros := micros || tc_us; ends := ends || tc_hi; \
+                 IF cardinality(deleted) = 1 THEN \
+                   DELETE FROM {batches} WHERE call_id = ${prev} \
+                     OR written_at < clock_timestamp() - interval '1 hour'; \
+                 END IF; \
+                 INSERT INTO {batches} AS b (call_id, written_at, deleted, micros, ends) \
+                 VALUES (${call}, clock_timestamp(), deleted, micros, ends) \
+                 ON CONFLICT (call_id) DO UPDATE SET written_at = EXCLUDED.written_at, \
+                   deleted = EXCLUDED.deleted, micros = EXCLUDED.micros, ends = EXCLUDED.ends; \
+                 COMMIT; \
                  IF tc_hi IS NULL THEN stopped := 'end'; RETURN; END IF; \
                  IF tc_n = 0 THEN stopped := 'gap'; RETURN; END IF; \
                  tc_fill := {fill}; \
@@ -1327,6 +1359,7 @@ impl PostgresStore {
                     procedure,
                     windows: windows_pid.is_some(),
                     pid: windows_pid.unwrap_or_default(),
+                    last_call: 0,
                 };
                 (conn, state, false)
             }
@@ -1358,7 +1391,7 @@ impl PostgresStore {
     async fn call_windows(
         &self,
         conn: &mut sqlx::PgConnection,
-        pid: i32,
+        state: &mut ConnState,
         filter: &BatchFilter,
         window: Window,
         limit: u32,
@@ -1366,7 +1399,7 @@ impl PostgresStore {
         stop: &CancellationToken,
     ) -> Result<Option<Batches>> {
         let used = filter.criterion.is_used();
-        let args = (1..=11 + usize::from(used))
+        let args = (1..=12 + usize::from(used))
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -1376,25 +1409,28 @@ impl PostgresStore {
             .map_or(CALL_BUDGET, |timeout| CALL_BUDGET.min(timeout / 2));
         // 62 random bits: the call is told apart from any earlier one of the same type.
         let call_id = uuid::Uuid::now_v7().as_u64_pair().1 as i64;
-        let lock_key = self.lock_key(filter);
-        let call = bind_criterion(sqlx::query(AssertSqlSafe(sql)).bind(lock_key), filter)
-            .bind(window.start)
-            .bind(None::<DateTime<Utc>>)
-            .bind(i64::from(limit))
-            .bind(window.width)
-            .bind(window.spread)
-            .bind(max.min(MAX_WINDOWS) as i32)
-            .bind(budget.as_secs_f64() * 1000.0)
-            .bind(call_id)
-            .fetch_one(&mut *conn);
-        let (row, withdrawn) = self.unless_stopped(call, pid, stop).await;
+        let call = bind_criterion(
+            sqlx::query(AssertSqlSafe(sql)).bind(self.lock_key(filter)),
+            filter,
+        )
+        .bind(window.start)
+        .bind(None::<DateTime<Utc>>)
+        .bind(i64::from(limit))
+        .bind(window.width)
+        .bind(window.spread)
+        .bind(max as i32)
+        .bind(budget.as_secs_f64() * 1000.0)
+        .bind(call_id)
+        .bind(state.last_call)
+        .fetch_one(&mut *conn);
+        let (row, withdrawn) = self.unless_stopped(call, state.pid, stop).await;
         let row = match row {
             Ok(row) => row,
             Err(e) if withdrawn && sqlstate_in(&e, &[QUERY_CANCELED]) => {
                 // The batch in flight rolled back; the ones before it stand.
                 tracing::debug!("run cancelled; the batch in flight was withdrawn");
                 let recorded = self
-                    .recorded_windows(lock_key, call_id)
+                    .recorded_windows(call_id)
                     .await
                     .map_err(|read| self.unknown_windows(read, e))?;
                 self.windows.clear(filter);
@@ -1402,8 +1438,9 @@ impl PostgresStore {
                     recorded.map_or_else(Batches::default, |r| window_batches(filter, &r)),
                 ));
             }
-            Err(e) => return self.windows_failed(e, filter, lock_key, call_id).await,
+            Err(e) => return self.windows_failed(e, filter, call_id).await,
         };
+        state.last_call = call_id;
         let decode = |e| Error::store(STORE, "decode a batch", e);
         let recorded = Recorded::decode(&row, 0).map_err(decode)?;
         let width: i64 = row.try_get(3).map_err(decode)?;
@@ -1470,7 +1507,6 @@ impl PostgresStore {
         &self,
         e: sqlx::Error,
         filter: &BatchFilter,
-        lock_key: i32,
         call_id: i64,
     ) -> Result<Option<Batches>> {
         if sqlstate_in(&e, &[UNDEFINED_FUNCTION]) {
@@ -1478,7 +1514,7 @@ impl PostgresStore {
             return Ok(None);
         }
         self.windows.clear(filter);
-        match self.recorded_windows(lock_key, call_id).await {
+        match self.recorded_windows(call_id).await {
             Ok(Some(recorded)) => {
                 let mut batches = window_batches(filter, &recorded);
                 batches.failed = Some(self.batch_error(e));
@@ -1498,20 +1534,15 @@ impl PostgresStore {
         }
     }
 
-    /// The batches that the windows `CALL` `call_id` of the lock key committed, from
-    /// `token_cleanup_batches` (on another connection than the batch connection, which
-    /// may be dead); `None` when it committed none.
-    async fn recorded_windows(
-        &self,
-        lock_key: i32,
-        call_id: i64,
-    ) -> std::result::Result<Option<Recorded>, sqlx::Error> {
+    /// The batches that the windows `CALL` `call_id` committed, from its row of
+    /// `token_cleanup_batches`, which goes (read on another connection than the batch
+    /// connection, which may be dead); `None` when it committed none.
+    async fn recorded_windows(&self, call_id: i64) -> sqlx::Result<Option<Recorded>> {
         let sql = format!(
-            "SELECT deleted, micros, ends FROM {} WHERE lock_key = $1 AND call_id = $2",
+            "DELETE FROM {} WHERE call_id = $1 RETURNING deleted, micros, ends",
             self.batches_table
         );
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(lock_key)
             .bind(call_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -1524,7 +1555,8 @@ impl PostgresStore {
         tracing::error!(
             error = %read,
             "could not read which batches of a stopped CALL committed; the run's counts \
-             may miss up to {MAX_WINDOWS} batches"
+             may miss up to {} batches",
+            self.batches_per_call
         );
         self.batch_error(e)
     }
@@ -1584,11 +1616,11 @@ impl TokenStore for PostgresStore {
                 .create_leases_table()
                 .to_string(PostgresQueryBuilder),
         );
-        // What a `CALL` of several batches has committed so far, by lock key.
+        // What each `CALL` of several batches has committed so far.
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {} (lock_key integer PRIMARY KEY, \
-             call_id bigint NOT NULL, deleted bigint[] NOT NULL, micros bigint[] NOT NULL, \
-             ends timestamptz[] NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {} (call_id bigint PRIMARY KEY, \
+             written_at timestamptz NOT NULL, deleted bigint[] NOT NULL, \
+             micros bigint[] NOT NULL, ends timestamptz[] NOT NULL)",
             self.batches_table
         ));
         // Instances starting together would race on the catalog; one migrates at a time.
@@ -1650,7 +1682,8 @@ impl TokenStore for PostgresStore {
         if stop.is_cancelled() {
             return Ok(Batches::default());
         }
-        let (mut conn, state, chain) = self.batch_connection().await?;
+        let (mut conn, mut state, chain) = self.batch_connection().await?;
+        let max = max.min(self.batches_per_call);
         let window = self.windows.next(filter).filter(|_| {
             max > 1
                 && state.procedure
@@ -1659,7 +1692,7 @@ impl TokenStore for PostgresStore {
         });
         if let Some(window) = window
             && let Some(batches) = self
-                .call_windows(&mut conn, state.pid, filter, window, limit, max, stop)
+                .call_windows(&mut conn, &mut state, filter, window, limit, max, stop)
                 .await?
         {
             // After a failure the connection is closed (it may be dead).
