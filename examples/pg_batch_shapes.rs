@@ -1,6 +1,7 @@
 //! Which batch shapes could bring a batched cleanup closer to one `DELETE` on PostgreSQL:
 //! an experiment, not what the store runs (BENCHMARKS.md has its numbers, under "Where
-//! the rest of the time goes" and "What is left at batch 1000 on PostgreSQL").
+//! the rest of the time goes", "What is left at batch 1000 on PostgreSQL" and "Several
+//! batches to a `CALL`").
 //!
 //! ```sh
 //! cargo run --release --example pg_batch_shapes --features postgres -- \
@@ -32,6 +33,10 @@
 //!   type per window, types in turn, all types in one `DELETE`; `do-returning`: all types
 //!   in one `DELETE` counted per type by `RETURNING` (what exact per-type counts cost a
 //!   shared window inside the server);
+//! - `call-8`: one `CALL` deletes 8 consecutive windows of a type, committing each;
+//!   `call-4-progress`, `call-8-progress`, `call-16-progress`: 4, 8 or 16 windows, each
+//!   also updating a progress row in its own transaction (what the store's `CALL` of
+//!   several batches does to keep exact counts when its connection dies);
 //! - `round-trip`: 868 prepared `SELECT`s (no data; the cost of a round trip).
 
 use std::time::{Duration, Instant};
