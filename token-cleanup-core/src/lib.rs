@@ -57,7 +57,10 @@
 //! ## Observability
 //!
 //! Every run is a `token_cleanup.run` span and every batch a `token_cleanup.batch` span
-//! (run id, type, batch size, rows, duration). Audit events (who started what, and the
+//! (run id, type, batch size, rows, duration). Where a store runs several batches in
+//! one call (`PostgresStore`), the call is a `token_cleanup.batches` span, and each of
+//! its batches a `token_cleanup.batch` span recorded when the call returns, with the
+//! duration the database measured. Audit events (who started what, and the
 //! outcome) are emitted on the target [`AUDIT_TARGET`]. Metrics go through the `metrics`
 //! facade; see [`metrics`] for the names. Token values never appear in
 //! any of them: the engine only ever handles counts, types and instants.

@@ -743,32 +743,49 @@ impl TokenCleanupService {
             }
             let limit = pacer.limit();
             // Several batches per call only when they follow each other at once.
-            let max = if self.inner.batch_pause.is_zero() {
-                pacer.full_batches()
+            let max = if self.inner.batch_pause.is_zero() && matches!(cursor, Cursor::Type(_)) {
+                pacer
+                    .full_batches()
+                    .min(self.inner.store.batches_per_call().max(1))
             } else {
                 1
             };
             let call_started = Instant::now();
             let result = self
-                .with_retry(record, &label, limit, first_attempt, Steps::total, || {
-                    self.step(&cursor, limit, max, stop)
-                })
+                .with_retry(
+                    record,
+                    &label,
+                    limit,
+                    first_attempt,
+                    max > 1,
+                    Steps::total,
+                    || self.step(&cursor, limit, max, stop),
+                )
                 .await;
             let Steps {
                 steps,
                 failed: failure,
             } = result.map_err(|(attempts, source)| failed(record, &label, attempts, source))?;
-            let took = call_started.elapsed();
+            // Batches the store did not time share the call's time.
+            let took = call_started.elapsed() / steps.len().max(1) as u32;
             let mut done = false;
             for (step, step_took) in &steps {
-                self.after_batch(
-                    record,
-                    pacer,
-                    &label,
-                    &step.deleted(),
-                    step_took.unwrap_or(took),
-                )
-                .await;
+                let took = step_took.unwrap_or(took);
+                if max > 1 {
+                    // A batch of a call of several (a `token_cleanup.batches` span): its
+                    // own span, recorded once the call has returned.
+                    let span = info_span!(
+                        "token_cleanup.batch",
+                        run_id = %record.id,
+                        token_type = %label,
+                        batch_size = limit,
+                        rows = step.total(),
+                        duration_ms = took.as_millis() as u64,
+                    );
+                    debug!(parent: &span, rows = step.total(), "batch committed");
+                }
+                self.after_batch(record, pacer, &label, &step.deleted(), took)
+                    .await;
                 done = cursor.advance(step, limit);
             }
             first_attempt = 1;
@@ -868,15 +885,18 @@ impl TokenCleanupService {
         }
     }
 
-    /// Runs one batch (`attempt`), retrying transient failures per the retry policy.
-    /// `label` names the token type(s) in the batch's span; `rows` reads the rows a
-    /// committed batch deleted.
+    /// Runs one batch (`attempt`), retrying transient failures per the retry policy,
+    /// from attempt `first_attempt` on. `label` names the token type(s) in the batch's
+    /// span; `several` says the store may run several batches in the call (its span is
+    /// then `token_cleanup.batches`); `rows` reads the rows a committed call deleted.
+    #[allow(clippy::too_many_arguments)]
     async fn with_retry<T, F, Fut>(
         &self,
         record: &mut RunRecord,
         label: &str,
         limit: u32,
         first_attempt: u32,
+        several: bool,
         rows: impl Fn(&T) -> u64,
         mut attempt_batch: F,
     ) -> std::result::Result<T, (u32, Error)>
@@ -887,15 +907,27 @@ impl TokenCleanupService {
         let retry = self.inner.retry;
         let mut attempt = first_attempt;
         loop {
-            let span = info_span!(
-                "token_cleanup.batch",
-                run_id = %record.id,
-                token_type = %label,
-                batch_size = limit,
-                attempt,
-                rows = tracing::field::Empty,
-                duration_ms = tracing::field::Empty,
-            );
+            let span = if several {
+                info_span!(
+                    "token_cleanup.batches",
+                    run_id = %record.id,
+                    token_type = %label,
+                    batch_size = limit,
+                    attempt,
+                    rows = tracing::field::Empty,
+                    duration_ms = tracing::field::Empty,
+                )
+            } else {
+                info_span!(
+                    "token_cleanup.batch",
+                    run_id = %record.id,
+                    token_type = %label,
+                    batch_size = limit,
+                    attempt,
+                    rows = tracing::field::Empty,
+                    duration_ms = tracing::field::Empty,
+                )
+            };
             let started = Instant::now();
             let result = attempt_batch().instrument(span.clone()).await;
             span.record("duration_ms", started.elapsed().as_millis() as u64);
@@ -903,7 +935,9 @@ impl TokenCleanupService {
                 Ok(outcome) => {
                     let n = rows(&outcome);
                     span.record("rows", n);
-                    debug!(parent: &span, rows = n, "batch committed");
+                    if !several {
+                        debug!(parent: &span, rows = n, "batch committed");
+                    }
                     return Ok(outcome);
                 }
                 Err(e) if e.is_transient() && attempt < retry.max_attempts => {

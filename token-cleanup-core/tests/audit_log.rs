@@ -42,8 +42,9 @@ async fn sqlite_store() -> Arc<SqliteStore> {
     store
 }
 
-#[test]
-fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
+/// Runs `run` under a subscriber that writes every event and span close to a buffer;
+/// returns what it wrote and what `run` returned.
+fn captured<T>(run: impl std::future::Future<Output = T>) -> (String, T) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -56,22 +57,39 @@ fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
         .enable_all()
         .build()
         .unwrap();
-    let report = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let store = sqlite_store().await;
-            // The test seeding writes `hash-<id>` as each token's hash.
-            store.insert_tokens(&mixed_tokens(5)).await.unwrap();
-            service(store)
-                .cleanup_expired_tokens(
-                    CleanupRequest::all_types()
-                        .batch_size(3)
-                        .requested_by("alice"),
-                )
-                .await
-                .unwrap()
+    let out = tracing::subscriber::with_default(subscriber, || rt.block_on(run));
+    (captured.text(), out)
+}
+
+/// The rows that the closing `token_cleanup.batch` spans in `logs` recorded.
+fn batch_span_rows(logs: &str) -> u64 {
+    logs.lines()
+        .filter(|line| line.contains(": close time.busy"))
+        .filter_map(|line| line.split("token_cleanup.batch{").nth(1))
+        .filter_map(|fields| fields.split('}').next())
+        .filter_map(|fields| fields.split(" rows=").nth(1))
+        .map(|rows| {
+            let rows = rows.split(' ').next().unwrap_or_default();
+            rows.parse::<u64>().expect("a row count")
         })
+        .sum()
+}
+
+#[test]
+fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
+    let (logs, report) = captured(async {
+        let store = sqlite_store().await;
+        // The test seeding writes `hash-<id>` as each token's hash.
+        store.insert_tokens(&mixed_tokens(5)).await.unwrap();
+        service(store)
+            .cleanup_expired_tokens(
+                CleanupRequest::all_types()
+                    .batch_size(3)
+                    .requested_by("alice"),
+            )
+            .await
+            .unwrap()
     });
-    let logs = captured.text();
     assert!(logs.contains(AUDIT_TARGET), "{logs}");
     assert!(logs.contains("cleanup_started") && logs.contains("cleanup_finished"));
     assert!(logs.contains("requested_by=\"alice\""), "{logs}");
@@ -79,15 +97,37 @@ fn spans_and_audit_events_carry_ids_and_counts_never_token_values() {
     assert!(logs.contains("token_cleanup.run") && logs.contains("token_cleanup.batch"));
     // Batch spans record their rows: the spans of the committed batches, as they close,
     // add up to the report.
-    let span_rows: u64 = logs
-        .lines()
-        .filter(|line| line.contains(": close time.busy"))
-        .filter_map(|line| line.split("token_cleanup.batch{").nth(1))
-        .filter_map(|fields| fields.split('}').next())
-        .filter_map(|fields| fields.split(" rows=").nth(1))
-        .map(|rows| rows.parse::<u64>().expect("a row count"))
-        .sum();
     assert!(report.total_cleaned > 0);
-    assert_eq!(span_rows, report.total_cleaned, "{logs}");
+    assert_eq!(batch_span_rows(&logs), report.total_cleaned, "{logs}");
     assert!(!logs.contains("hash-"), "a token hash reached the logs");
+
+    // On PostgreSQL, where one `CALL` runs several batches, each batch still has its
+    // span, and the spans add up to the report.
+    #[cfg(feature = "postgres")]
+    {
+        use token_cleanup_core::PostgresStore;
+        use token_cleanup_core::test_util::servers::postgres as server;
+        let (logs, report) = captured(async {
+            let pool = server::pool("token-cleanup-test", 2).await;
+            let schema = server::fresh_schema(&pool).await;
+            let table = TokenTable::builder().schema(&schema).build().unwrap();
+            let store = Arc::new(PostgresStore::new(pool, table));
+            store.migrate().await.unwrap();
+            store.insert_tokens(&mixed_tokens(40)).await.unwrap();
+            service(store)
+                .cleanup_expired_tokens(CleanupRequest::all_types().batch_size(3))
+                .await
+                .unwrap()
+        });
+        assert!(logs.contains("token_cleanup.batches{"), "{logs}");
+        assert!(report.total_cleaned > 0);
+        assert_eq!(batch_span_rows(&logs), report.total_cleaned, "{logs}");
+        let batch_spans = logs
+            .lines()
+            .filter(|line| line.contains(": close time.busy"))
+            .filter(|line| line.contains("token_cleanup.batch{"))
+            .count();
+        assert_eq!(batch_spans as u64, report.batches, "{logs}");
+        assert!(!logs.contains("hash-"), "a token hash reached the logs");
+    }
 }

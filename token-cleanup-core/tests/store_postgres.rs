@@ -613,6 +613,62 @@ async fn batch_timeout_cancels_a_slow_batch() {
     }
 }
 
+/// The batch timeout bounds a `CALL` of several batches: one that runs past it rolls back
+/// its batch in flight and fails with a timeout, and the batches it committed before
+/// are counted exactly.
+#[tokio::test]
+async fn batch_timeout_in_a_call_of_several_batches() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let schema = server::fresh_schema(&admin).await;
+    let store = store_in(server::pool("token-cleanup-test", 2).await, &schema).await;
+    let store = Arc::new(
+        Arc::try_unwrap(store)
+            .unwrap()
+            .batch_timeout(Some(Duration::from_millis(500))),
+    );
+    let tokens = time_ordered(200);
+    store.insert_tokens(&tokens).await.unwrap();
+    let mut invites: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
+        .collect();
+    invites.sort_by_key(|t| t.expires_at);
+    // In the 7th batch of 10 or later: past the first batch, which goes alone.
+    sleep_once_when_deleting(&admin, &schema, invites[60].id, 60).await;
+    let err = service_without_retries(store.clone())
+        .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
+        .await
+        .unwrap_err();
+    let Error::RunFailed {
+        source, partial, ..
+    } = &err
+    else {
+        panic!("expected RunFailed, got {err:?}");
+    };
+    assert!(
+        matches!(
+            **source,
+            Error::Timeout {
+                store: "postgres",
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    // Exactly the oldest expired invites up to the slow batch are gone, and counted
+    // (those its `CALL` committed before it were read back from their record).
+    let committed = partial.total_cleaned;
+    assert!(committed <= 60, "the batch in flight rolled back");
+    let gone: BTreeSet<i64> = invites[..committed as usize].iter().map(|t| t.id).collect();
+    let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids(&store).await, &all - &gone);
+    let report = service(store.clone())
+        .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
+        .await
+        .unwrap();
+    assert_eq!(report.total_cleaned, invites.len() as u64 - committed);
+}
+
 /// The batch statement's plan: an index-only scan for the batch bounds and an index
 /// range scan for the delete, never a sequential scan, with and without a resume point.
 #[tokio::test]

@@ -343,6 +343,11 @@ pub trait TokenStore: RunStore {
     /// Deletes at most `limit` rows that `filter` selects, in one transaction.
     async fn delete_batch(&self, filter: &BatchFilter, limit: u32) -> Result<BatchOutcome>;
 
+    /// Most batches one [`delete_batches`](Self::delete_batches) call may run (default 1).
+    fn batches_per_call(&self) -> u32 {
+        1
+    }
+
     /// Up to `max` consecutive batches of `filter`, each of at most `limit` rows and
     /// committed on its own, as [`delete_batch`](Self::delete_batch) would run them one
     /// after another, from `filter.resume_from` on. The default runs one batch.

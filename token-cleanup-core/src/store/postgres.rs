@@ -1672,6 +1672,17 @@ impl TokenStore for PostgresStore {
         self.one_batch(conn, state, chain, filter, limit).await
     }
 
+    fn batches_per_call(&self) -> u32 {
+        if self.batch_procedure
+            && !self.procedure_refused.load(Ordering::Relaxed)
+            && !self.windows_refused.load(Ordering::Relaxed)
+        {
+            self.batches_per_call
+        } else {
+            1
+        }
+    }
+
     async fn delete_batches(
         &self,
         filter: &BatchFilter,

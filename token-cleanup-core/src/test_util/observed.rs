@@ -103,7 +103,16 @@ impl<S: TokenStore> ObservedStore<S> {
         }
     }
 
-    /// Calls `hook(number_of_committed_batches)` after each committed batch.
+    /// Whether an [`after_batch`](Self::after_batch) hook is set.
+    fn hooked(&self) -> bool {
+        self.after_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Calls `hook(number_of_committed_batches)` after each committed batch (with a hook
+    /// set, batches go one per `delete_batches` call).
     pub fn after_batch(&self, hook: impl Fn(usize) + Send + Sync + 'static) {
         *self.after_batch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
@@ -132,9 +141,17 @@ impl<S: TokenStore> TokenStore for ObservedStore<S> {
         self.committed(limit, outcome.deleted);
         Ok(outcome)
     }
-    /// Records each batch the wrapped store committed. With an
-    /// [`after_batch`](Self::after_batch) hook set, asks for one batch per call, so that
-    /// the hook runs after each batch and before the next one begins.
+    /// One with an [`after_batch`](ObservedStore::after_batch) hook set, so that the
+    /// hook runs after each batch and before the next one begins; else the wrapped
+    /// store's.
+    fn batches_per_call(&self) -> u32 {
+        if self.hooked() {
+            1
+        } else {
+            self.inner.batches_per_call()
+        }
+    }
+    /// Records each batch the wrapped store committed (one per call with a hook set).
     async fn delete_batches(
         &self,
         filter: &BatchFilter,
@@ -142,13 +159,8 @@ impl<S: TokenStore> TokenStore for ObservedStore<S> {
         max: u32,
         stop: &CancellationToken,
     ) -> Result<Batches> {
-        let hooked = self
-            .after_batch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
         self.fail_injected()?;
-        let max = if hooked { 1 } else { max };
+        let max = if self.hooked() { 1 } else { max };
         let batches = self.inner.delete_batches(filter, limit, max, stop).await?;
         for (outcome, _) in &batches.committed {
             self.committed(limit, outcome.deleted);
