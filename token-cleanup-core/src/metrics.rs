@@ -17,7 +17,8 @@ use crate::run::RunStatus;
 
 /// Tokens deleted, per type.
 pub const TOKENS_DELETED: &str = "token_cleanup_tokens_deleted_total";
-/// Duration of each committed batch.
+/// Duration of each committed batch: as the engine waited for it, or, for a batch of a
+/// store call of several (`PostgresStore`), as the database measured it (lock to delete).
 pub const BATCH_DURATION: &str = "token_cleanup_batch_duration_seconds";
 /// Duration of each run.
 pub const RUN_DURATION: &str = "token_cleanup_run_duration_seconds";

@@ -473,8 +473,10 @@ impl PostgresStore {
 
     /// How many batches one `CALL` may run, each committed on its own (default 8, at
     /// most 64; `1` runs one batch per `CALL`). A `CALL` begins no batch after 20 ms, so
-    /// a run overshoots its `max_duration` by at most that and a batch. See "Several
-    /// batches to a `CALL`" in the type's documentation.
+    /// a run overshoots its `max_duration` by at most that and a batch. With
+    /// [`pause_between_batches`](crate::TokenCleanupServiceBuilder::pause_between_batches)
+    /// every batch goes alone. See "One round trip for several batches" in the type's
+    /// documentation.
     pub fn batches_per_call(mut self, batches: u32) -> Self {
         self.batches_per_call = batches.clamp(1, 64);
         self
