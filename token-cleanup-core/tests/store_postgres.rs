@@ -1035,6 +1035,70 @@ async fn time_columns_ignore_the_session_time_zone() {
     }
 }
 
+/// `CALL`s of several batches, of expired and of used tokens, in every layout of time
+/// columns and in a session 14 hours ahead of UTC: exactly the tokens expired or used
+/// past their grace go, none at or after the cutoff, and each is counted once.
+#[tokio::test]
+async fn several_batches_to_a_call_in_every_layout() {
+    let admin = server::pool("token-cleanup-test", 2).await;
+    let layouts = [
+        ("timestamp", "timestamp"),
+        ("timestamptz", "timestamp"),
+        ("timestamptz", "timestamptz"),
+    ];
+    for (expires, used) in layouts {
+        let schema = server::fresh_schema(&admin).await;
+        // 1..=300 expired, 301..=500 expiring after the cutoff, 501..=700 used three
+        // hours ago or earlier, 701..=750 used (oddly) in ten hours, 751..=760 expiring
+        // exactly at the cutoff. The admin pool's sessions are in UTC.
+        admin
+            .execute(AssertSqlSafe(format!(
+                "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
+                 token_type VARCHAR(64) NOT NULL, expires_at {expires} NOT NULL, \
+                 used_at {used})"
+            )))
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO \"{schema}\".verification_tokens \
+             SELECT n, $2, CASE WHEN n <= 300 THEN $1 - n * interval '1 second' \
+                               WHEN n <= 500 THEN $1 + n * interval '1 second' \
+                               WHEN n <= 750 THEN $1 + interval '1 day' \
+                               ELSE $1 END, \
+                    CASE WHEN n BETWEEN 501 AND 700 THEN $1 - interval '3 hours' - n * interval '1 second' \
+                         WHEN n BETWEEN 701 AND 750 THEN $1 + interval '10 hours' END \
+             FROM generate_series(1, 760) n"
+        )))
+        .bind(suite::t0())
+        .bind(PASSWORD_RESET)
+        .execute(&admin)
+        .await
+        .unwrap();
+        let table = TokenTable::builder().schema(&schema).build().unwrap();
+        let store = Arc::new(PostgresStore::new(
+            pool_in_zone("Pacific/Kiritimati").await,
+            table,
+        ));
+        store.migrate().await.unwrap();
+        let report = service(store.clone())
+            .cleanup_expired_tokens(CleanupRequest::all_types().include_used(true).batch_size(7))
+            .await
+            .unwrap();
+        let case = format!("{expires}/{used}");
+        assert_eq!(report.total_cleaned, 500, "{case}");
+        let left: BTreeSet<i64> = (301..=500).chain(701..=760).collect();
+        assert_eq!(ids(&store).await, left, "{case}");
+        // Batches went several to a `CALL`: the last one's record is there.
+        let recorded: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".token_cleanup_batches"
+        )))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(recorded, 1, "{case}");
+    }
+}
+
 /// An expiry column that holds no instant (here Unix seconds in a `bigint`) is a typed
 /// error naming the column, before any row is touched.
 #[tokio::test]
