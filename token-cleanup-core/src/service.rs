@@ -793,7 +793,11 @@ impl TokenCleanupService {
                 // The batch after the committed ones failed, on its first attempt.
                 let retry = self.inner.retry;
                 if !(e.is_transient() && retry.max_attempts > 1) {
-                    warn!(token_type = %label, error = %e, "batch failed and was rolled back; giving up");
+                    warn!(
+                        token_type = %label,
+                        error = %e,
+                        "batch failed and was rolled back; giving up"
+                    );
                     return Err(failed(record, &label, 1, e));
                 }
                 let wait = retry.backoff(1);

@@ -1065,7 +1065,8 @@ async fn several_batches_to_a_call_in_every_layout() {
                                WHEN n <= 500 THEN $1 + n * interval '1 second' \
                                WHEN n <= 750 THEN $1 + interval '1 day' \
                                ELSE $1 END, \
-                    CASE WHEN n BETWEEN 501 AND 700 THEN $1 - interval '3 hours' - n * interval '1 second' \
+                    CASE WHEN n BETWEEN 501 AND 700 \
+                           THEN $1 - interval '3 hours' - n * interval '1 second' \
                          WHEN n BETWEEN 701 AND 750 THEN $1 + interval '10 hours' END \
              FROM generate_series(1, 760) n"
         )))

@@ -273,8 +273,8 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 ///
 /// # One round trip for several batches
 ///
-/// A batch is a `CALL` of a procedure that the store creates in its batch connection's
-/// temporary schema (`pg_temp`) when it first takes that connection:
+/// Batches run in procedures that the store creates in its batch connection's temporary
+/// schema (`pg_temp`) when it first takes that connection:
 ///
 /// - the procedure takes the advisory lock, deletes the window, and commits, or rolls
 ///   back when the window held more than the batch size;
@@ -287,9 +287,10 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// call's batches so far to the call's row of `token_cleanup_batches` (created by
 /// `migrate()`; the next `CALL` on the connection deletes it, and any row older than an
 /// hour goes too) in the transaction that deletes it, so what a `CALL` committed is
-/// known exactly even when it does not return: when its connection is killed or a batch fails, the store reads
-/// that row from another connection and reports the committed batches with the error
-/// (the engine counts them and retries the failed one per its policy). When a run is
+/// known exactly even when it does not return: when its connection is killed or a
+/// batch fails, the store reads that row from another connection and reports the
+/// committed batches with the error (the engine counts them and retries the failed one
+/// per its policy). When a run is
 /// cancelled or the service shuts down, the store cancels the `CALL` in the server
 /// (`pg_cancel_backend`): the batch in flight rolls back and the run stops at the batch
 /// boundary it had reached. Without that table (a host that has not run this version's
@@ -300,9 +301,10 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// `statement_timeout`, which bounds a whole `CALL`: a `CALL` begins no batch after half
 /// the timeout (or 20 ms, whichever is sooner), so a batch has at least half of it.
 /// Measured on 1,000,000 tokens, in turn with the single statement (BENCHMARKS.md):
-/// several batches to a `CALL` took 1.22x the single `DELETE` at batch 1000 against
-/// 1.40x for one batch to a `CALL` in the same run, and one batch to a `CALL` took 1.35x
-/// to 1.47x against 1.46x to 1.73x for the statement path below in earlier runs.
+/// at batch 1000, several batches to a `CALL` took 1.10x to 1.20x the single `DELETE`
+/// against 1.21x to 1.45x for one batch to a `CALL` in the same runs (at batch 5000,
+/// 1.07x to 1.17x against 1.13x to 1.14x); in earlier runs one batch to a `CALL` took
+/// 1.35x to 1.47x against 1.46x to 1.73x for the statement path below.
 ///
 /// When the server refuses to create the procedure (a role without the `TEMPORARY`
 /// privilege on the database, a server older than PostgreSQL 11), or a `CALL` finds it
@@ -876,8 +878,9 @@ impl PostgresStore {
         format!(
             "CREATE OR REPLACE PROCEDURE {name}(integer, text, {criterion}, timestamptz, \
                timestamptz, bigint, bigint, double precision, integer, double precision, \
-               bigint, bigint, INOUT deleted bigint[] DEFAULT NULL, INOUT micros bigint[] DEFAULT NULL, \
-               INOUT ends timestamptz[] DEFAULT NULL, INOUT width bigint DEFAULT NULL, \
+               bigint, bigint, INOUT deleted bigint[] DEFAULT NULL, \
+               INOUT micros bigint[] DEFAULT NULL, INOUT ends timestamptz[] DEFAULT NULL, \
+               INOUT width bigint DEFAULT NULL, \
                INOUT spread double precision DEFAULT NULL, INOUT stopped text DEFAULT NULL) \
              LANGUAGE plpgsql AS $token_cleanup$ \
              #variable_conflict use_column\n\
@@ -919,7 +922,8 @@ impl PostgresStore {
                    + 0.25 * abs(tc_n / (tc_fill * ${limit}) - 1), {max_spread:?}); \
                  tc_fill := {fill}; \
                  tc_width := least(greatest(trunc(tc_width * least(greatest( \
-                   tc_fill * ${limit} / tc_n, {inverse_step:?}), {WINDOW_STEP:?})), 1), {MAX_WIDTH}); \
+                   tc_fill * ${limit} / tc_n, {inverse_step:?}), {WINDOW_STEP:?})), 1), \
+                   {MAX_WIDTH}); \
                  tc_lo := tc_hi; width := tc_width; spread := tc_spread; \
                  IF cardinality(deleted) >= ${max} \
                    OR clock_timestamp() - tc_started >= ${budget} * interval '1 millisecond' \
@@ -1442,13 +1446,16 @@ impl PostgresStore {
             }
             Err(e) => return self.windows_failed(e, filter, call_id).await,
         };
-        state.last_call = call_id;
         let decode = |e| Error::store(STORE, "decode a batch", e);
         let recorded = Recorded::decode(&row, 0).map_err(decode)?;
         let width: i64 = row.try_get(3).map_err(decode)?;
         let spread: f64 = row.try_get(4).map_err(decode)?;
         let stopped: String = row.try_get(5).map_err(decode)?;
         let batches = window_batches(filter, &recorded);
+        if !recorded.deleted.is_empty() {
+            // The call wrote its row (the next call deletes it).
+            state.last_call = call_id;
+        }
         match (stopped.as_str(), recorded.ends.last()) {
             ("locked", None) => {
                 return Ok(Some(Batches::one(BatchOutcome::left_to_other_instance(
@@ -1492,7 +1499,10 @@ impl PostgresStore {
                 .execute(&self.pool)
                 .await
             {
-                tracing::warn!(error = %e, "could not cancel the batches in flight; they run to their end");
+                tracing::warn!(
+                    error = %e,
+                    "could not cancel the batches in flight; they run to their end"
+                );
                 return (call.await, true);
             }
             tokio::select! {
