@@ -911,26 +911,24 @@ impl TokenCleanupService {
         let retry = self.inner.retry;
         let mut attempt = first_attempt;
         loop {
+            // A span's name is a literal: one macro call per name, with the same fields.
+            macro_rules! call_span {
+                ($name:literal) => {
+                    info_span!(
+                        $name,
+                        run_id = %record.id,
+                        token_type = %label,
+                        batch_size = limit,
+                        attempt,
+                        rows = tracing::field::Empty,
+                        duration_ms = tracing::field::Empty,
+                    )
+                };
+            }
             let span = if several {
-                info_span!(
-                    "token_cleanup.batches",
-                    run_id = %record.id,
-                    token_type = %label,
-                    batch_size = limit,
-                    attempt,
-                    rows = tracing::field::Empty,
-                    duration_ms = tracing::field::Empty,
-                )
+                call_span!("token_cleanup.batches")
             } else {
-                info_span!(
-                    "token_cleanup.batch",
-                    run_id = %record.id,
-                    token_type = %label,
-                    batch_size = limit,
-                    attempt,
-                    rows = tracing::field::Empty,
-                    duration_ms = tracing::field::Empty,
-                )
+                call_span!("token_cleanup.batch")
             };
             let started = Instant::now();
             let result = attempt_batch().instrument(span.clone()).await;

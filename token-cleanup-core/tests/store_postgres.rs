@@ -84,6 +84,16 @@ fn time_ordered(n: i64) -> Vec<Token> {
         .collect()
 }
 
+/// The expired invites among `tokens`, oldest first.
+fn expired_invites(tokens: &[Token]) -> Vec<&Token> {
+    let mut invites: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
+        .collect();
+    invites.sort_by_key(|t| t.expires_at);
+    invites
+}
+
 fn service(store: Arc<PostgresStore>) -> TokenCleanupService {
     TokenCleanupService::builder(store)
         .clock(Arc::new(ManualClock::new(suite::t0())))
@@ -318,11 +328,7 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
         store.insert_tokens(&tokens).await.unwrap();
         // In the 7th batch of 100 or later (ids grow with expiry, every 4th id is an
         // invite; windows may hold fewer than 100).
-        let mut invites: Vec<&Token> = tokens
-            .iter()
-            .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
-            .collect();
-        invites.sort_by_key(|t| t.expires_at);
+        let invites = expired_invites(&tokens);
         sleep_once_when_deleting(&admin, &schema, invites[650].id, 60).await;
         let expired_invites = invites.len() as u64;
 
@@ -398,11 +404,7 @@ async fn cancelled_run_withdraws_the_batch_in_flight() {
     let store = store_in(server::pool(&app, 2).await, &schema).await;
     let tokens = time_ordered(1000);
     store.insert_tokens(&tokens).await.unwrap();
-    let mut invites: Vec<&Token> = tokens
-        .iter()
-        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
-        .collect();
-    invites.sort_by_key(|t| t.expires_at);
+    let invites = expired_invites(&tokens);
     sleep_once_when_deleting(&admin, &schema, invites[650].id, 60).await;
     let svc = service(store.clone());
     let run = svc
@@ -628,11 +630,7 @@ async fn batch_timeout_in_a_call_of_several_batches() {
     );
     let tokens = time_ordered(200);
     store.insert_tokens(&tokens).await.unwrap();
-    let mut invites: Vec<&Token> = tokens
-        .iter()
-        .filter(|t| t.token_type == INVITE && t.expires_at < suite::t0())
-        .collect();
-    invites.sort_by_key(|t| t.expires_at);
+    let invites = expired_invites(&tokens);
     // In the 7th batch of 10 or later: past the first batch, which goes alone.
     sleep_once_when_deleting(&admin, &schema, invites[60].id, 60).await;
     let err = service_without_retries(store.clone())
@@ -968,6 +966,25 @@ async fn refused_connection_is_a_typed_error() {
     let _ = Utc::now();
 }
 
+/// The expiry and used-at column types of the time column tests: `timestamp` holding UTC
+/// or `timestamptz`.
+const TIME_LAYOUTS: [(&str, &str); 3] = [
+    ("timestamp", "timestamp"),
+    ("timestamptz", "timestamp"),
+    ("timestamptz", "timestamptz"),
+];
+
+/// `verification_tokens` in `schema`, with time columns of the types given.
+async fn create_layout_table(admin: &PgPool, schema: &str, expires: &str, used: &str) {
+    admin
+        .execute(AssertSqlSafe(format!(
+            "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
+             token_type VARCHAR(64) NOT NULL, expires_at {expires} NOT NULL, used_at {used})"
+        )))
+        .await
+        .unwrap();
+}
+
 /// A pool whose sessions run in `zone` (as a host's `after_connect` may set them).
 async fn pool_in_zone(zone: &'static str) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
@@ -994,23 +1011,11 @@ async fn pool_in_zone(zone: &'static str) -> PgPool {
 #[tokio::test]
 async fn time_columns_ignore_the_session_time_zone() {
     let admin = server::pool("token-cleanup-test", 2).await;
-    let layouts = [
-        ("timestamp", "timestamp"),
-        ("timestamptz", "timestamp"),
-        ("timestamptz", "timestamptz"),
-    ];
     for zone in ["Pacific/Kiritimati", "Pacific/Pago_Pago"] {
-        for (expires, used) in layouts {
+        for (expires, used) in TIME_LAYOUTS {
             for procedure in [true, false] {
                 let schema = server::fresh_schema(&admin).await;
-                admin
-                    .execute(AssertSqlSafe(format!(
-                        "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
-                         token_type VARCHAR(64) NOT NULL, expires_at {expires} NOT NULL, \
-                         used_at {used})"
-                    )))
-                    .await
-                    .unwrap();
+                create_layout_table(&admin, &schema, expires, used).await;
                 for (id, expires_at, used_at) in suite::zone_tokens() {
                     // The admin pool's sessions are in UTC (sqlx's default).
                     sqlx::query(AssertSqlSafe(format!(
@@ -1041,24 +1046,12 @@ async fn time_columns_ignore_the_session_time_zone() {
 #[tokio::test]
 async fn several_batches_to_a_call_in_every_layout() {
     let admin = server::pool("token-cleanup-test", 2).await;
-    let layouts = [
-        ("timestamp", "timestamp"),
-        ("timestamptz", "timestamp"),
-        ("timestamptz", "timestamptz"),
-    ];
-    for (expires, used) in layouts {
+    for (expires, used) in TIME_LAYOUTS {
         let schema = server::fresh_schema(&admin).await;
+        create_layout_table(&admin, &schema, expires, used).await;
         // 1..=300 expired, 301..=500 expiring after the cutoff, 501..=700 used three
         // hours ago or earlier, 701..=750 used (oddly) in ten hours, 751..=760 expiring
         // exactly at the cutoff. The admin pool's sessions are in UTC.
-        admin
-            .execute(AssertSqlSafe(format!(
-                "CREATE TABLE \"{schema}\".verification_tokens (id BIGINT PRIMARY KEY, \
-                 token_type VARCHAR(64) NOT NULL, expires_at {expires} NOT NULL, \
-                 used_at {used})"
-            )))
-            .await
-            .unwrap();
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO \"{schema}\".verification_tokens \
              SELECT n, $2, CASE WHEN n <= 300 THEN $1 - n * interval '1 second' \
