@@ -94,6 +94,16 @@ fn expired_invites(tokens: &[Token]) -> Vec<&Token> {
     invites
 }
 
+/// The ids of `tokens` but the `n` oldest of `invites`.
+fn all_but_oldest(tokens: &[Token], invites: &[&Token], n: u64) -> BTreeSet<i64> {
+    let gone: BTreeSet<i64> = invites[..n as usize].iter().map(|t| t.id).collect();
+    tokens
+        .iter()
+        .map(|t| t.id)
+        .filter(|id| !gone.contains(id))
+        .collect()
+}
+
 fn service(store: Arc<PostgresStore>) -> TokenCleanupService {
     TokenCleanupService::builder(store)
         .clock(Arc::new(ManualClock::new(suite::t0())))
@@ -374,9 +384,7 @@ async fn killed_connection_is_retried_or_recorded_as_failed() {
             // invites up to it, which held the 651st.
             let committed = partial.total_cleaned;
             assert!(committed <= 650, "the killed batch rolled back");
-            let gone: BTreeSet<i64> = invites[..committed as usize].iter().map(|t| t.id).collect();
-            let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
-            assert_eq!(left, &all - &gone);
+            assert_eq!(left, all_but_oldest(&tokens, &invites, committed));
             let record = svc.run(partial.run_id).await.unwrap().unwrap();
             assert_eq!(record.status, RunStatus::Failed);
             assert_eq!(record.progress.total_cleaned, committed);
@@ -438,9 +446,10 @@ async fn cancelled_run_withdraws_the_batch_in_flight() {
     let committed = report.total_cleaned;
     assert!(committed <= 650, "the batch in flight rolled back");
     // Exactly the oldest expired invites up to the withdrawn batch are gone, counted.
-    let gone: BTreeSet<i64> = invites[..committed as usize].iter().map(|t| t.id).collect();
-    let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
-    assert_eq!(ids(&store).await, &all - &gone);
+    assert_eq!(
+        ids(&store).await,
+        all_but_oldest(&tokens, &invites, committed)
+    );
     let record = svc.run(report.run_id).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Cancelled);
     assert_eq!(record.progress.total_cleaned, committed);
@@ -588,19 +597,7 @@ async fn batch_timeout_cancels_a_slow_batch() {
             .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
             .await
             .unwrap_err();
-        let Error::RunFailed { source, .. } = &err else {
-            panic!("expected RunFailed, got {err:?}");
-        };
-        assert!(
-            matches!(
-                **source,
-                Error::Timeout {
-                    store: "postgres",
-                    ..
-                }
-            ),
-            "{source:?}"
-        );
+        timed_out(&err);
         assert_eq!(
             ids(&store).await.len(),
             tokens.len(),
@@ -613,6 +610,27 @@ async fn batch_timeout_cancels_a_slow_batch() {
             .unwrap();
         assert!(report.total_cleaned > 0);
     }
+}
+
+/// The partial report of a run that failed on a PostgreSQL batch timeout.
+fn timed_out(err: &Error) -> &token_cleanup_core::CleanupReport {
+    let Error::RunFailed {
+        source, partial, ..
+    } = err
+    else {
+        panic!("expected RunFailed, got {err:?}");
+    };
+    assert!(
+        matches!(
+            **source,
+            Error::Timeout {
+                store: "postgres",
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    partial
 }
 
 /// The batch timeout bounds a `CALL` of several batches: one that runs past it rolls back
@@ -637,29 +655,15 @@ async fn batch_timeout_in_a_call_of_several_batches() {
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
         .unwrap_err();
-    let Error::RunFailed {
-        source, partial, ..
-    } = &err
-    else {
-        panic!("expected RunFailed, got {err:?}");
-    };
-    assert!(
-        matches!(
-            **source,
-            Error::Timeout {
-                store: "postgres",
-                ..
-            }
-        ),
-        "{source:?}"
-    );
+    let partial = timed_out(&err);
     // Exactly the oldest expired invites up to the slow batch are gone, and counted
     // (those its `CALL` committed before it were read back from their record).
     let committed = partial.total_cleaned;
     assert!(committed <= 60, "the batch in flight rolled back");
-    let gone: BTreeSet<i64> = invites[..committed as usize].iter().map(|t| t.id).collect();
-    let all: BTreeSet<i64> = tokens.iter().map(|t| t.id).collect();
-    assert_eq!(ids(&store).await, &all - &gone);
+    assert_eq!(
+        ids(&store).await,
+        all_but_oldest(&tokens, &invites, committed)
+    );
     let report = service(store.clone())
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
