@@ -203,11 +203,6 @@ impl Batches {
             failed: None,
         }
     }
-
-    /// Rows the committed batches deleted.
-    pub fn total(&self) -> u64 {
-        self.committed.iter().map(|(b, _)| b.deleted).sum()
-    }
 }
 
 /// When a store deletes expired tokens with a [sweep](TokenStore::plan_sweep) rather than
