@@ -303,7 +303,7 @@ fn window_batches(filter: &BatchFilter, recorded: &Recorded) -> Batches {
 /// Measured on 1,000,000 tokens, in turn with the single statement (BENCHMARKS.md):
 /// at batch 1000, several batches to a `CALL` took 1.10x to 1.20x the single `DELETE`
 /// against 1.21x to 1.45x for one batch to a `CALL` in the same runs (at batch 5000,
-/// 1.07x to 1.17x against 1.13x to 1.14x); in earlier runs one batch to a `CALL` took
+/// 1.07x to 1.17x against 1.13x to 1.18x); in earlier runs one batch to a `CALL` took
 /// 1.35x to 1.47x against 1.46x to 1.73x for the statement path below.
 ///
 /// When the server refuses to create the procedure (a role without the `TEMPORARY`
