@@ -597,7 +597,7 @@ async fn batch_timeout_cancels_a_slow_batch() {
             .cleanup_expired_tokens(CleanupRequest::new([INVITE]))
             .await
             .unwrap_err();
-        timed_out(&err);
+        suite::timed_out(&err, "postgres");
         assert_eq!(
             ids(&store).await.len(),
             tokens.len(),
@@ -610,27 +610,6 @@ async fn batch_timeout_cancels_a_slow_batch() {
             .unwrap();
         assert!(report.total_cleaned > 0);
     }
-}
-
-/// The partial report of a run that failed on a PostgreSQL batch timeout.
-fn timed_out(err: &Error) -> &token_cleanup_core::CleanupReport {
-    let Error::RunFailed {
-        source, partial, ..
-    } = err
-    else {
-        panic!("expected RunFailed, got {err:?}");
-    };
-    assert!(
-        matches!(
-            **source,
-            Error::Timeout {
-                store: "postgres",
-                ..
-            }
-        ),
-        "{source:?}"
-    );
-    partial
 }
 
 /// The batch timeout bounds a `CALL` of several batches: one that runs past it rolls back
@@ -655,7 +634,7 @@ async fn batch_timeout_in_a_call_of_several_batches() {
         .cleanup_expired_tokens(CleanupRequest::new([INVITE]).batch_size(10))
         .await
         .unwrap_err();
-    let partial = timed_out(&err);
+    let partial = suite::timed_out(&err, "postgres");
     // Exactly the oldest expired invites up to the slow batch are gone, and counted
     // (those its `CALL` committed before it were read back from their record).
     let committed = partial.total_cleaned;

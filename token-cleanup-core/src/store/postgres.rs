@@ -72,12 +72,10 @@ struct ConnState {
     open: bool,
     /// The batch procedures exist on it: batches `CALL` them.
     procedure: bool,
-    /// The windows procedures exist on it and can record their progress: one `CALL`
-    /// may run several batches.
-    windows: bool,
-    /// Its server process (to cancel a `CALL` of several batches from another
-    /// connection).
-    pid: i32,
+    /// Its server process, when the windows procedures exist on it and can record
+    /// their progress (one `CALL` may run several batches; the process id lets another
+    /// connection cancel such a `CALL`).
+    windows_pid: Option<i32>,
     /// The id of the last `CALL` of several batches on it (0: none), whose record the
     /// next one deletes.
     last_call: i64,
@@ -1363,8 +1361,7 @@ impl PostgresStore {
                 let state = ConnState {
                     open: false,
                     procedure,
-                    windows: windows_pid.is_some(),
-                    pid: windows_pid.unwrap_or_default(),
+                    windows_pid,
                     last_call: 0,
                 };
                 (conn, state, false)
@@ -1390,8 +1387,9 @@ impl PostgresStore {
 
     /// Up to `max` batches in one `CALL` of the windows procedure, continuing `window`;
     /// `None` when this batch should run alone instead ([`batch_on`](Self::batch_on)):
-    /// nothing committed and the call could not go on (the procedure is gone, it cannot
-    /// record its progress, or the first window held more than a batch). Once `stop` is
+    /// nothing committed and the call could not go on (the connection has no windows
+    /// procedure, it is gone, it cannot record its progress, or the first window held
+    /// more than a batch). Once `stop` is
     /// cancelled, the batch in flight is withdrawn ([`unless_stopped`](Self::unless_stopped)).
     #[allow(clippy::too_many_arguments)]
     async fn call_windows(
@@ -1404,6 +1402,9 @@ impl PostgresStore {
         max: u32,
         stop: &CancellationToken,
     ) -> Result<Option<Batches>> {
+        let Some(pid) = state.windows_pid else {
+            return Ok(None);
+        };
         let used = filter.criterion.is_used();
         let args = (1..=12 + usize::from(used))
             .map(|i| format!("${i}"))
@@ -1429,7 +1430,7 @@ impl PostgresStore {
         .bind(call_id)
         .bind(state.last_call)
         .fetch_one(&mut *conn);
-        let (row, withdrawn) = self.unless_stopped(call, state.pid, stop).await;
+        let (row, withdrawn) = self.unless_stopped(call, pid, stop).await;
         let row = match row {
             Ok(row) => row,
             Err(e) if withdrawn && sqlstate_in(&e, &[QUERY_CANCELED]) => {
@@ -1710,7 +1711,7 @@ impl TokenStore for PostgresStore {
         let window = self.windows.next(filter).filter(|_| {
             max > 1
                 && state.procedure
-                && state.windows
+                && state.windows_pid.is_some()
                 && !self.windows_refused.load(Ordering::Relaxed)
         });
         if let Some(window) = window

@@ -17,6 +17,22 @@ use crate::{
     token_types::{EMAIL_VERIFICATION, INVITE, MAGIC_LINK, PASSWORD_RESET},
 };
 
+/// The partial report of a run that failed on a batch timeout of `store` (its
+/// [`TokenStore::kind`]).
+pub fn timed_out<'a>(err: &'a Error, store: &str) -> &'a CleanupReport {
+    let Error::RunFailed {
+        source, partial, ..
+    } = err
+    else {
+        panic!("expected RunFailed, got {err:?}");
+    };
+    assert!(
+        matches!(**source, Error::Timeout { store: s, .. } if s == store),
+        "{source:?}"
+    );
+    partial
+}
+
 /// The instant every suite test runs at: 2026-06-15 12:00:00.5 UTC (a sub-second cutoff).
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap() + TimeDelta::milliseconds(500)
