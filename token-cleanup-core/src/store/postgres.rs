@@ -958,14 +958,21 @@ impl PostgresStore {
             sql.push_str("; ");
             sql.push_str(&self.procedure_sql(true));
         }
-        let (table_exists, pid): (bool, i32) =
-            sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, pg_backend_pid()")
+        // Only where one `CALL` may run several batches: the process id, if the table
+        // to record them in exists.
+        let windows_pid: Option<i32> =
+            if self.batches_per_call > 1 && !self.windows_refused.load(Ordering::Relaxed) {
+                sqlx::query_scalar(
+                    "SELECT CASE WHEN to_regclass($1) IS NOT NULL THEN pg_backend_pid() END",
+                )
                 .bind(&self.batches_table)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(|e| self.batch_error(e))?;
-        let windows = table_exists && !self.windows_refused.load(Ordering::Relaxed);
-        if windows {
+                .map_err(|e| self.batch_error(e))?
+            } else {
+                None
+            };
+        if windows_pid.is_some() {
             sql.push_str("; ");
             sql.push_str(&self.windows_procedure_sql(false));
             if self.names.used.is_some() {
@@ -975,7 +982,7 @@ impl PostgresStore {
         } else {
             tracing::debug!(
                 table = %self.batches_table,
-                "no table to record batches in (migrate() creates it); one batch per CALL"
+                "one batch per CALL (one asked for, or no table to record batches in)"
             );
         }
         if let Some(timeout) = self.batch_timeout {
@@ -985,7 +992,7 @@ impl PostgresStore {
             ));
         }
         match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
-            Ok(_) => Ok((true, Some(pid).filter(|_| windows))),
+            Ok(_) => Ok((true, windows_pid)),
             Err(e) if e.as_database_error().is_some() => {
                 // A refusal that will not change (a privilege, a read-only server, a
                 // server without procedures) is remembered; anything else is retried
