@@ -87,7 +87,12 @@ const EMPTY_BUDGET: Duration = Duration::from_millis(100);
 /// `wal_autocheckpoint` limit and copied back, the next batch first copies the few pages
 /// written since (on the checkpoint connection, not holding the host's) and its write
 /// then starts the log over. The log rarely reaches the limit, so neither a batch nor the
-/// host's writes checkpoint inside a commit. The connection is opened with the pool's
+/// host's writes checkpoint inside a commit, unless one batch writes more pages than the
+/// limit by itself: 1,000 deletions from a table with an index in random order (a unique
+/// index of token hashes) can, and the commit after each batch then copies the log back
+/// inline. On such a table, a `wal_autocheckpoint` of 10,000 on the host's pool
+/// ([`SqliteConnectOptions::pragma`]) measured 2.4x the single statement's time instead
+/// of 3.7 to 4.0x. The connection is opened with the pool's
 /// options when batches start and closed when they stop; databases that are not in WAL
 /// mode (in-memory ones, for instance) are left alone.
 /// [`background_checkpoints(false)`](Self::background_checkpoints) turns this off.
