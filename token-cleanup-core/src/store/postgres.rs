@@ -163,6 +163,14 @@ fn sqlstate_in(e: &sqlx::Error, codes: &[&str]) -> bool {
         .is_some_and(|code| codes.contains(&code.as_ref()))
 }
 
+/// `$1, $2, .., $n`: the parameters of a statement that binds `n` values.
+fn placeholders_upto(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A statement timeout in PostgreSQL's unit (milliseconds), at least 1.
 fn timeout_ms(timeout: Duration) -> u128 {
     timeout.as_millis().clamp(1, i32::MAX as u128)
@@ -555,10 +563,7 @@ impl PostgresStore {
             let explain: String = Self::bind_condition(
                 sqlx::query(AssertSqlSafe(format!(
                     "SELECT format('EXPLAIN EXECUTE {name}({placeholders})', {})",
-                    (1..=params)
-                        .map(|i| format!("${i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    placeholders_upto(params)
                 )))
                 .bind(self.lock_key(filter)),
                 filter,
@@ -1026,11 +1031,11 @@ impl PostgresStore {
         limit: u32,
     ) -> Result<Option<(u64, bool)>> {
         let used = filter.criterion.is_used();
-        let args = (1..=6 + usize::from(used))
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("CALL {}({args})", self.procedure_name(used));
+        let sql = format!(
+            "CALL {}({})",
+            self.procedure_name(used),
+            placeholders_upto(6 + usize::from(used))
+        );
         let row = bind_criterion(
             sqlx::query(AssertSqlSafe(sql)).bind(self.lock_key(filter)),
             filter,
@@ -1413,11 +1418,11 @@ impl PostgresStore {
             return Ok(None);
         };
         let used = filter.criterion.is_used();
-        let args = (1..=12 + usize::from(used))
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("CALL {}({args})", self.windows_procedure_name(used));
+        let sql = format!(
+            "CALL {}({})",
+            self.windows_procedure_name(used),
+            placeholders_upto(12 + usize::from(used))
+        );
         let budget = self
             .batch_timeout
             .map_or(CALL_BUDGET, |timeout| CALL_BUDGET.min(timeout / 2));
