@@ -10,8 +10,9 @@
 //! `--runs R` (default 3; times are medians), `--json`, `--no-memory` (skip the peak
 //! memory check at 100k and 1M tokens, which runs each cleanup in a child process).
 //! Variations: `--pause-ms P` (sleep after each batch), `--pragma NAME=VALUE` (a pragma
-//! of the cleanup's connection, which also runs the single statement; repeatable), `--shared-pool` (the writer and the cleanup
-//! share one single-connection write pool instead of using two connections), `--no-writer`
+//! of the cleanup's connection, which also runs the single statement; repeatable),
+//! `--shared-pool` (the writer and the cleanup share one single-connection write pool
+//! instead of using two connections), `--no-writer`
 //! (no concurrent writer), `--sequential-hashes` (token hashes that grow with the id, so
 //! that the unique hash index is in insertion order, instead of random ones), `--sweep
 //! auto|always|never` (the store's [`SweepMode`]; `auto`, the default, sweeps this table),
