@@ -92,9 +92,9 @@ const EMPTY_BUDGET: Duration = Duration::from_millis(100);
 /// index of token hashes) can, and the commit after each batch then copies the log back
 /// inline. On such a table, a `wal_autocheckpoint` of 10,000 on the host's pool
 /// ([`SqliteConnectOptions::pragma`]) measured 2.4x the single statement's time instead
-/// of 3.7 to 4.0x. The connection is opened with the pool's
-/// options when batches start and closed when they stop; databases that are not in WAL
-/// mode (in-memory ones, for instance) are left alone.
+/// of 3.7 to 4.0x. The connection is opened with the pool's options when batches start
+/// and closed when they stop; databases that are not in WAL mode (in-memory ones, for
+/// instance) are left alone.
 /// [`background_checkpoints(false)`](Self::background_checkpoints) turns this off.
 ///
 /// ```no_run
